@@ -1,0 +1,44 @@
+# make reproduce: run every experiment at quick scale and write results/report.html
+# make test:      run the test suite (the slow tests are kept out; see pytest.ini_options)
+# make bench:     print speed ratios against the peer libraries
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# torch is pinned in the same pip call as everything that depends on it: unpinned,
+# pip resolves it to a multi-GB CUDA build.
+TORCH := torch==2.13.0
+EXTRAS := all,dev
+STAMP := $(VENV)/.installed
+SCALE ?= quick
+OUT ?= results
+
+export OPENBLAS_NUM_THREADS ?= 1
+export MKL_NUM_THREADS ?= 1
+export OMP_NUM_THREADS ?= 1
+
+.PHONY: reproduce test bench lint install clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet "$(TORCH)" -e ".[$(EXTRAS)]"
+	touch $(STAMP)
+
+reproduce: $(STAMP)
+	$(BIN)/lemmata reproduce --scale $(SCALE) --out $(OUT)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/run.py
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+
+clean:
+	rm -rf $(VENV) results .pytest_cache
