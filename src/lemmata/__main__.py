@@ -1,0 +1,5 @@
+"""``python -m lemmata`` is the ``lemmata`` command."""
+
+from lemmata.cli import _script
+
+_script()
