@@ -15,6 +15,7 @@ PUBLIC = {
     "MirrorDescent",
     "PGD",
     "PNormPower",
+    "PNormSquared",
     "Potential",
     "bregman_divergence",
     "margin",

@@ -13,7 +13,7 @@ except ImportError as exc:  # pragma: no cover - exercised without torch only
     ) from exc
 
 from lemmata.optim._mirror_descent import PGD, MirrorDescent, mirror_descent
-from lemmata.optim._potentials import PNormPower, Potential
+from lemmata.optim._potentials import PNormPower, PNormSquared, Potential
 from lemmata.optim._reference import (
     bregman_divergence,
     margin,
@@ -25,6 +25,7 @@ __all__ = [
     "PGD",
     "MirrorDescent",
     "PNormPower",
+    "PNormSquared",
     "Potential",
     "bregman_divergence",
     "margin",

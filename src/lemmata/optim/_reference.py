@@ -6,8 +6,10 @@ cheap. All inputs are coerced to float64 arrays and checked once, here.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import warnings
+from collections.abc import Sequence
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -88,6 +90,53 @@ def _mirror(w: NDArray[np.float64], p: float) -> NDArray[np.float64]:
     return np.sign(w) * np.abs(w) ** (p - 1.0)
 
 
+_POTENTIALS = ("power", "squared")
+
+
+def _check_potential_name(potential: object) -> str:
+    if potential not in _POTENTIALS:
+        raise ValueError(
+            f"potential must be one of {list(_POTENTIALS)}; got {potential!r}"
+        )
+    return potential  # type: ignore[return-value]
+
+
+def _check_blocks(blocks: object, d: int) -> list[slice]:
+    """Slices of consecutive blocks with the given sizes (one block if None)."""
+    if blocks is None:
+        return [slice(0, d)]
+    try:
+        sizes = [int(b) for b in blocks]  # type: ignore[union-attr]
+    except (TypeError, ValueError):
+        raise TypeError(
+            f"blocks must be a sequence of ints; got {type(blocks).__name__}"
+        ) from None
+    if any(b < 1 for b in sizes) or sum(sizes) != d:
+        raise ValueError(
+            f"blocks must be positive sizes summing to the {d} features; got {sizes}"
+        )
+    edges = np.cumsum([0, *sizes])
+    return [slice(int(a), int(b)) for a, b in itertools.pairwise(edges)]
+
+
+def _block_norm(w: NDArray[np.float64], p: float, slices: list[slice]) -> float:
+    r""":math:`N(w) = (\sum_b \|w_b\|_p^2)^{1/2}` over the blocks ``slices``."""
+    return float(np.sqrt(sum(_pnorm(w[s], p) ** 2 for s in slices)))
+
+
+def _squared_mirror(
+    w: NDArray[np.float64], p: float, slices: list[slice]
+) -> NDArray[np.float64]:
+    r"""Gradient of :math:`\sum_b \tfrac12\|w_b\|_p^2`: per block
+    :math:`\|w_b\|_p^{2-p}\operatorname{sign}(w_b)|w_b|^{p-1}` (0 for a zero block)."""
+    out = np.zeros_like(w)
+    for s in slices:
+        norm = _pnorm(w[s], p)
+        if norm > 0:
+            out[s] = norm * _mirror(w[s] / norm, p)
+    return out
+
+
 def _solve(problem, caller: str) -> None:
     import cvxpy as cp
 
@@ -119,14 +168,16 @@ def _kkt_residual(
     u0: NDArray[np.float64],
     p: float,
     w: NDArray[np.float64],
+    mirror=_mirror,
 ) -> float:
     r"""Relative KKT residual of :math:`\min \psi(w) - u_0^\top w` s.t. :math:`Aw=b`.
 
     The larger of the part of :math:`\nabla\psi(w) - u_0` outside the row
-    space of :math:`A` (stationarity) and of :math:`\|Aw - b\|`, each relative.
+    space of :math:`A` (stationarity) and of :math:`\|Aw - b\|`, each relative;
+    :math:`\nabla\psi` is ``mirror(w, p)``.
     """
     with np.errstate(over="ignore", invalid="ignore"):
-        gradient = _mirror(w, p) - u0
+        gradient = mirror(w, p) - u0
         lam = np.linalg.lstsq(A.T, gradient, rcond=None)[0]
         stationarity = np.linalg.norm(A.T @ lam - gradient) / max(
             float(np.linalg.norm(gradient)), 1e-300
@@ -215,6 +266,80 @@ def _polish(
     return w, lam
 
 
+def _squared_hessian(
+    v: NDArray[np.float64], r: float, slices: list[slice]
+) -> NDArray[np.float64]:
+    r"""Hessian of :math:`\sum_b \tfrac12\|v_b\|_r^2` (bounded for :math:`r \ge 2`).
+
+    Per block, with :math:`n = \|v_b\|_r` and :math:`g = \operatorname{sign}(v_b)
+    |v_b|^{r-1}`: :math:`(r-1) n^{2-r}\operatorname{diag}(|v_b|^{r-2})
+    + (2-r) n^{2-2r} g g^\top`; a zero block gets the identity.
+    """
+    hessian = np.zeros((v.size, v.size))
+    for s in slices:
+        norm = _pnorm(v[s], r)
+        if norm == 0.0:
+            hessian[s, s] = np.eye(s.stop - s.start)
+            continue
+        a = np.abs(v[s]) / norm
+        g = np.sign(v[s]) * a ** (r - 1.0)
+        hessian[s, s] = (r - 1.0) * np.diag(a ** (r - 2.0)) + (2.0 - r) * np.outer(g, g)
+    return hessian
+
+
+def _polish_squared(
+    A: NDArray[np.float64],
+    b: NDArray[np.float64],
+    u0: NDArray[np.float64],
+    p: float,
+    slices: list[slice],
+    w_start: NDArray[np.float64],
+) -> tuple[NDArray[np.float64], NDArray[np.float64]] | None:
+    r""":func:`_polish` for :math:`\psi(w) = \sum_b \tfrac12\|w_b\|_p^2`.
+
+    For :math:`p \le 2`, Newton on the multipliers with
+    :math:`w(\lambda) = \nabla\psi^*(u_0 + A^\top\lambda)`,
+    :math:`\psi^* = \sum_b \tfrac12\|\cdot\|_q^2`; for :math:`p > 2`, on
+    :math:`(w, \lambda)` together. Either way the Hessian used is that of a
+    squared norm with exponent >= 2, which is bounded.
+    """
+    n, d = A.shape
+    q = p / (p - 1.0)
+
+    def mirror(w, r=p):
+        return _squared_mirror(w, r, slices)
+
+    lam0 = np.linalg.lstsq(A.T, mirror(w_start) - u0, rcond=None)[0]
+    if p <= 2:
+
+        def solve(lam, r):
+            u = u0 + A.T @ lam
+            return _linear_solve(A @ _squared_hessian(u, q, slices) @ A.T, r)
+
+        lam = _newton(lambda lam: A @ mirror(u0 + A.T @ lam, q) - b, solve, lam0)
+        w = mirror(u0 + A.T @ lam, q)
+    else:
+
+        def kkt(x):
+            w, lam = x[:d], x[d:]
+            return np.concatenate([mirror(w) - u0 - A.T @ lam, A @ w - b])
+
+        def solve(x, r):
+            hessian = _squared_hessian(x[:d], p, slices)
+            matrix = np.block([[hessian, -A.T], [A, np.zeros((n, n))]])
+            return _linear_solve(matrix, r)
+
+        x = _newton(kkt, solve, np.concatenate([w_start, lam0]))
+        w, lam = x[:d], x[d:]
+
+    def residual(w):
+        return _kkt_residual(A, b, u0, p, w, mirror=lambda v, _: mirror(v))
+
+    if residual(w) > residual(w_start):
+        return None
+    return w, lam
+
+
 def _check_separable(Z: NDArray[np.float64]) -> None:
     """Raise unless some w has z_i^T w >= 1 for every row z_i of Z (an LP)."""
     from scipy.optimize import linprog
@@ -239,7 +364,14 @@ def _check_separable(Z: NDArray[np.float64]) -> None:
         )
 
 
-def max_margin_direction(X: ArrayLike, y: ArrayLike, p: float) -> NDArray[np.float64]:
+def max_margin_direction(
+    X: ArrayLike,
+    y: ArrayLike,
+    p: float,
+    *,
+    potential: str = "power",
+    blocks: Sequence[int] | None = None,
+) -> NDArray[np.float64]:
     r"""The :math:`\ell_p` maximum-margin direction of separable data.
 
     .. math::
@@ -253,6 +385,14 @@ def max_margin_direction(X: ArrayLike, y: ArrayLike, p: float) -> NDArray[np.flo
     is ``p``. p-GD on an exponential-tailed loss converges to this direction
     [1]_.
 
+    With ``potential="squared"``, :math:`\|w\|_p` is replaced by the block
+    norm :math:`N(w) = (\sum_b \|w_b\|_p^2)^{1/2}` over consecutive blocks
+    :math:`w_b` of sizes ``blocks``: the direction that mirror descent with
+    :class:`PNormSquared` reaches when each block is one parameter tensor
+    (its potential is :math:`\tfrac12 N(w)^2`) [2]_. With one block
+    (``blocks=None``), :math:`N` is :math:`\|w\|_p` and the direction is the
+    same as for p-GD.
+
     Parameters
     ----------
     X : array_like of shape (n_samples, n_features)
@@ -261,13 +401,20 @@ def max_margin_direction(X: ArrayLike, y: ArrayLike, p: float) -> NDArray[np.flo
         Labels in {-1, +1}.
     p : float
         Norm exponent; a finite real number > 1.
+    potential : {"power", "squared"}, default="power"
+        ``"power"`` for :class:`PGD` / :class:`PNormPower` (the
+        :math:`\ell_p` direction; ``blocks`` is ignored, as the potential is
+        separable), ``"squared"`` for :class:`PNormSquared` per block.
+    blocks : sequence of int, optional
+        Sizes of the consecutive blocks (parameter tensors), summing to
+        ``n_features``; ``None`` is one block.
 
     Returns
     -------
     w_star : ndarray of shape (n_features,)
-        The direction, with :math:`\|w^*_p\|_p = 1`. Its margin
-        :math:`\min_i y_i x_i^\top w^*_p` is :math:`1/\|\tilde w\|_p`; see
-        :func:`margin`.
+        The direction, with :math:`\|w^*_p\|_p = 1` (:math:`N(w^*) = 1` for
+        ``"squared"``). Its margin :math:`\min_i y_i x_i^\top w^*_p` is
+        :math:`1/\|\tilde w\|_p`; see :func:`margin`.
 
     Raises
     ------
@@ -290,17 +437,25 @@ def max_margin_direction(X: ArrayLike, y: ArrayLike, p: float) -> NDArray[np.flo
     method on the KKT conditions of the active constraints, which brings the
     KKT residual from about 1e-5 to rounding level. The refined point is kept
     only if its multipliers are positive and it satisfies every constraint;
-    otherwise the interior-point solution is returned.
+    otherwise the interior-point solution is returned. With
+    ``potential="squared"`` and more than one block, :math:`N(\tilde w)` is
+    minimised (a second-order cone over the blocks' power cones) and refined
+    the same way, with the Hessian of the block-squared potential.
 
     References
     ----------
     .. [1] Sun, Ahn, Thrampoulidis, Azizan. "Mirror Descent Maximizes
        Generalized Margin and Can Be Implemented Efficiently." NeurIPS 2022.
        arXiv:2205.12808.
+    .. [2] Sun, Gatmiry, Ahn, Azizan. "A Unified Approach to Controlling
+       Implicit Regularization via Mirror Descent." arXiv:2306.13853.
     """
     X, y = _check_data(X, y)
     _check_labels(y)
     p = _check_exponent("p", p)
+    slices = _check_blocks(blocks, X.shape[1])
+    if _check_potential_name(potential) == "power":
+        slices = slices[:1] if len(slices) == 1 else [slice(0, X.shape[1])]
     Z = y[:, None] * X
     _check_separable(Z)
 
@@ -308,36 +463,59 @@ def max_margin_direction(X: ArrayLike, y: ArrayLike, p: float) -> NDArray[np.flo
 
     w = cp.Variable(X.shape[1])
     constraint = Z @ w >= 1
+    if len(slices) > 1:
+        norms = cp.hstack([cp.pnorm(w[s], p, approx=False) for s in slices])
+        problem = cp.Problem(cp.Minimize(cp.norm(norms, 2)), [constraint])
+        _solve(problem, "max_margin_direction")
+        w_tilde = np.asarray(w.value, dtype=np.float64)
+        alpha = np.asarray(constraint.dual_value, dtype=np.float64)
+        w_tilde = _polish_margin(Z, w_tilde, alpha, p, slices)
+        return w_tilde / _block_norm(w_tilde, p, slices)
+
     problem = cp.Problem(cp.Minimize(cp.pnorm(w, p, approx=False)), [constraint])
     _solve(problem, "max_margin_direction")
     w_tilde = np.asarray(w.value, dtype=np.float64)
 
-    # Polish on the active set, guessed from the multipliers and then from the
-    # slacks; keep a result only if its multipliers are positive and it
-    # satisfies every margin constraint.
     alpha = np.asarray(constraint.dual_value, dtype=np.float64)
+    w_tilde = _polish_margin(Z, w_tilde, alpha, p, None)
+    return w_tilde / _pnorm(w_tilde, p)
+
+
+def _polish_margin(Z, w_tilde, alpha, p, slices):
+    """Newton-polish a max-margin solution on its active constraints.
+
+    The active set is guessed from the multipliers ``alpha`` and then from the
+    slacks; a result is kept only if its multipliers are positive and it
+    satisfies every margin constraint. ``slices=None`` is p-GD's potential,
+    else the block-squared one.
+    """
     slack = Z @ w_tilde - 1.0
     guesses = (alpha > _ACTIVE_RTOL * alpha.max(), slack < _ACTIVE_RTOL)
     for active in guesses:
         if not active.any():
             continue
-        polished = _polish(
-            Z[active], np.ones(int(active.sum())), np.zeros(X.shape[1]), p, w_tilde
-        )
+        args = (Z[active], np.ones(int(active.sum())), np.zeros(Z.shape[1]), p)
+        if slices is None:
+            polished = _polish(*args, w_tilde)
+        else:
+            polished = _polish_squared(*args, slices, w_tilde)
         if polished is None:
             continue
         w_new, alpha_active = polished
         if alpha_active.min() > 0 and np.min(Z @ w_new) >= 1.0 - 1e-12:
-            w_tilde = w_new
-            break
-    else:
-        logger.debug("max_margin_direction: kept the unpolished solution")
-
-    return w_tilde / _pnorm(w_tilde, p)
+            return w_new
+    logger.debug("max_margin_direction: kept the unpolished solution")
+    return w_tilde
 
 
 def min_norm_interpolator(
-    X: ArrayLike, y: ArrayLike, p: float, w0: ArrayLike | None = None
+    X: ArrayLike,
+    y: ArrayLike,
+    p: float,
+    w0: ArrayLike | None = None,
+    *,
+    potential: str = "power",
+    blocks: Sequence[int] | None = None,
 ) -> NDArray[np.float64]:
     r"""The interpolator closest to ``w0`` in the Bregman divergence of p-GD.
 
@@ -354,6 +532,13 @@ def min_norm_interpolator(
     :math:`\arg\min \|w\|_p` subject to :math:`Xw = y`. p-GD started at
     :math:`w_0` on the squared loss converges to :math:`\hat w` [1]_.
 
+    With ``potential="squared"``, :math:`\psi(w) = \sum_b \tfrac12
+    \|w_b\|_p^2` over consecutive blocks :math:`w_b` of sizes ``blocks``
+    (:class:`PNormSquared` applied to each parameter tensor) [2]_. From
+    :math:`w_0 = 0` this is :math:`\arg\min N(w)` with
+    :math:`N(w) = (\sum_b \|w_b\|_p^2)^{1/2}`, which for one block is the
+    p-GD solution again; from :math:`w_0 \ne 0` the two differ.
+
     Parameters
     ----------
     X : array_like of shape (n_samples, n_features)
@@ -364,6 +549,12 @@ def min_norm_interpolator(
         Exponent of the potential; a finite real number > 1.
     w0 : array_like of shape (n_features,), optional
         Starting point; ``None`` means 0.
+    potential : {"power", "squared"}, default="power"
+        :class:`PGD` / :class:`PNormPower` (``blocks`` is ignored) or
+        :class:`PNormSquared` per block.
+    blocks : sequence of int, optional
+        Sizes of the consecutive blocks, summing to ``n_features``; ``None``
+        is one block.
 
     Returns
     -------
@@ -390,18 +581,30 @@ def min_norm_interpolator(
     which brings the KKT residual from about 1e-5 to rounding level; the
     refinement is discarded if it does not lower the residual.
     The system counts as inconsistent when its least-squares residual is
-    above 1e-9 times :math:`\|X\|_F\|w_{ls}\| + \|y\|`.
+    above 1e-9 times :math:`\|X\|_F\|w_{ls}\| + \|y\|`. For
+    ``potential="squared"`` the objective is
+    :math:`\sum_b \tfrac12\|w_b\|_p^2 - \langle\nabla\psi(w_0), w\rangle`
+    (or :math:`N(w)` from 0), also 1-homogeneous in :math:`(w_0, y)`, solved
+    and refined the same way; from :math:`w_0 = 0` with one block it is the
+    p-GD problem.
 
     References
     ----------
     .. [1] Sun, Ahn, Thrampoulidis, Azizan. "Mirror Descent Maximizes
        Generalized Margin and Can Be Implemented Efficiently." NeurIPS 2022.
        arXiv:2205.12808.
+    .. [2] Sun, Gatmiry, Ahn, Azizan. "A Unified Approach to Controlling
+       Implicit Regularization via Mirror Descent." arXiv:2306.13853.
     """
     X, y = _check_data(X, y)
     p = _check_exponent("p", p)
     if w0 is not None:
         w0 = _check_vector("w0", w0, X.shape[1])
+    slices = _check_blocks(blocks, X.shape[1])
+    if _check_potential_name(potential) == "squared" and (
+        w0 is not None or len(slices) > 1
+    ):
+        return _squared_interpolator(X, y, p, w0, slices)
 
     w_ls = np.linalg.lstsq(X, y, rcond=None)[0]
     residual = float(np.linalg.norm(X @ w_ls - y))
@@ -438,13 +641,58 @@ def min_norm_interpolator(
     return scale * w_hat
 
 
-def margin(X: ArrayLike, y: ArrayLike, w: ArrayLike, p: float) -> float:
+def _squared_interpolator(X, y, p, w0, slices):
+    """min_norm_interpolator for potential="squared" (see there)."""
+    w_ls = np.linalg.lstsq(X, y, rcond=None)[0]
+    residual = float(np.linalg.norm(X @ w_ls - y))
+    size = float(np.linalg.norm(X) * np.linalg.norm(w_ls) + np.linalg.norm(y))
+    if residual > _CONSISTENCY_RTOL * size:
+        raise ValueError(
+            f"X w = y must have a solution to interpolate; got least-squares "
+            f"residual {residual:.3g} (relative {residual / size:.3g})"
+        )
+    scale = float(np.max(np.abs(w_ls)))
+    if w0 is not None:
+        scale = max(scale, float(np.max(np.abs(w0))))
+    if scale == 0.0:
+        return np.zeros(X.shape[1])
+
+    import cvxpy as cp
+
+    w = cp.Variable(X.shape[1])
+    norms = [cp.pnorm(w[s], p, approx=False) for s in slices]
+    if w0 is None:
+        objective = cp.norm(cp.hstack(norms), 2)
+    else:
+        dual0 = _squared_mirror(w0 / scale, p, slices)
+        objective = sum(cp.square(n) for n in norms) / 2 - dual0 @ w
+    problem = cp.Problem(cp.Minimize(objective), [X @ w == y / scale])
+    _solve(problem, "min_norm_interpolator")
+    w_hat = np.asarray(w.value, dtype=np.float64)
+
+    dual0 = np.zeros(X.shape[1]) if w0 is None else dual0
+    polished = _polish_squared(X, y / scale, dual0, p, slices, w_hat)
+    if polished is not None:
+        w_hat = polished[0]
+    return scale * w_hat
+
+
+def margin(
+    X: ArrayLike,
+    y: ArrayLike,
+    w: ArrayLike,
+    p: float,
+    *,
+    potential: str = "power",
+    blocks: Sequence[int] | None = None,
+) -> float:
     r"""Normalised margin :math:`\gamma_p(w) = \min_i y_i x_i^\top w / \|w\|_p`.
 
     :math:`x_i` is row ``i`` of ``X``, :math:`y_i` is ``y[i]``, :math:`w` is
     ``w`` and :math:`p` is ``p``. The margin gap of a classifier is
     :math:`1 - \gamma_p(w)/\gamma_p(w^*_p)` with :math:`w^*_p` from
-    :func:`max_margin_direction`.
+    :func:`max_margin_direction`. With ``potential="squared"`` the
+    denominator is the block norm :math:`N(w)` of ``blocks`` instead.
 
     Parameters
     ----------
@@ -455,6 +703,10 @@ def margin(X: ArrayLike, y: ArrayLike, w: ArrayLike, p: float) -> float:
         Classifier; nonzero.
     p : float
         Norm exponent; a finite real number > 1.
+    potential : {"power", "squared"}, default="power"
+        As in :func:`max_margin_direction`.
+    blocks : sequence of int, optional
+        As in :func:`max_margin_direction`.
 
     Returns
     -------
@@ -465,13 +717,24 @@ def margin(X: ArrayLike, y: ArrayLike, w: ArrayLike, p: float) -> float:
     _check_labels(y)
     p = _check_exponent("p", p)
     w = _check_vector("w", w, X.shape[1])
-    norm = _pnorm(w, p)
+    slices = _check_blocks(blocks, X.shape[1])
+    if _check_potential_name(potential) == "squared":
+        norm = _block_norm(w, p, slices)
+    else:
+        norm = _pnorm(w, p)
     if norm == 0.0:
         raise ValueError("w must be nonzero to have a normalised margin; got w = 0")
     return float(np.min(y * (X @ w))) / norm
 
 
-def bregman_divergence(w: ArrayLike, w0: ArrayLike, p: float) -> float:
+def bregman_divergence(
+    w: ArrayLike,
+    w0: ArrayLike,
+    p: float,
+    *,
+    potential: str = "power",
+    blocks: Sequence[int] | None = None,
+) -> float:
     r"""Bregman divergence of :math:`\psi(w) = \tfrac{1}{p}\sum_j |w_j|^p`.
 
     .. math::
@@ -482,7 +745,10 @@ def bregman_divergence(w: ArrayLike, w0: ArrayLike, p: float) -> float:
 
     :math:`w` is ``w``, :math:`w_0` is ``w0`` and :math:`p` is ``p``; the sums
     run over all entries. :math:`D_\psi \ge 0`, with equality only at
-    :math:`w = w_0`.
+    :math:`w = w_0`. With ``potential="squared"``,
+    :math:`\psi(w) = \sum_b \tfrac12\|w_b\|_p^2` over the consecutive blocks
+    of sizes ``blocks`` of the flattened arrays (:class:`PNormSquared` per
+    parameter tensor).
 
     Parameters
     ----------
@@ -490,6 +756,11 @@ def bregman_divergence(w: ArrayLike, w0: ArrayLike, p: float) -> float:
         Arrays of the same shape; finite.
     p : float
         Exponent; a finite real number > 1.
+    potential : {"power", "squared"}, default="power"
+        As in :func:`max_margin_direction`.
+    blocks : sequence of int, optional
+        Block sizes for ``"squared"``, summing to ``w.size``; ``None`` is one
+        block.
 
     Returns
     -------
@@ -504,7 +775,14 @@ def bregman_divergence(w: ArrayLike, w0: ArrayLike, p: float) -> float:
         if not np.all(np.isfinite(array)):
             raise ValueError(f"{name} must be finite; got NaN or inf entries")
 
-    dual0 = np.sign(w0) * np.abs(w0) ** (p - 1.0)
-    psi = np.sum(np.abs(w) ** p) / p
-    psi0 = np.sum(np.abs(w0) ** p) / p
+    if _check_potential_name(potential) == "squared":
+        w, w0 = w.ravel(), w0.ravel()
+        slices = _check_blocks(blocks, w.size)
+        dual0 = _squared_mirror(w0, p, slices)
+        psi = _block_norm(w, p, slices) ** 2 / 2
+        psi0 = _block_norm(w0, p, slices) ** 2 / 2
+    else:
+        dual0 = np.sign(w0) * np.abs(w0) ** (p - 1.0)
+        psi = np.sum(np.abs(w) ** p) / p
+        psi0 = np.sum(np.abs(w0) ** p) / p
     return float(psi - psi0 - np.sum(dual0 * (w - w0)))
