@@ -13,7 +13,7 @@ import torch
 
 from lemmata.optim import PGD, MirrorDescent, PNormPower, PNormSquared, mirror_descent
 
-SHAPES = [(5,), (3, 4), (2, 3, 2), (), (1, 7)]
+SHAPES = [(5,), (3, 4), (2, 3, 2), (), (1, 7), (2, 0)]
 
 
 def make_params(rng, dtype=torch.float64, shapes=SHAPES):

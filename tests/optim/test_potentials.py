@@ -251,6 +251,10 @@ def test_squared_maps_do_not_overflow(dtype):
 
 
 def test_squared_zero_maps_to_zero():
+    empty = torch.zeros(2, 0)
+    assert PNormSquared(3.0).mirror_map(empty).shape == (2, 0)
+    assert PNormSquared(3.0).inverse_mirror_map(empty).shape == (2, 0)
+    assert float(PNormSquared(3.0).value(empty)) == 0.0
     for p in (1.5, 3.0):
         zero = torch.zeros(3)
         assert torch.equal(PNormSquared(p).mirror_map(zero), zero)
