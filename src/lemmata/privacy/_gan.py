@@ -266,7 +266,7 @@ class DPGANSynthesizer(BaseSynthesizer):
             torch.optim.Adam(gsm.parameters(), lr=self.lr, betas=(0.5, 0.999)),
             noise_multiplier=sigma,
             max_grad_norm=self.max_grad_norm,
-            expected_batch_size=2 * self.batch_size,
+            expected_batch_size=self.batch_size,
             generator=self._torch_gen,
         )
         opt_g = torch.optim.Adam(
@@ -283,18 +283,34 @@ class DPGANSynthesizer(BaseSynthesizer):
         import torch.nn.functional as F
 
         n = real.shape[0]
+        params = [p for p in gsm.parameters() if p.requires_grad]
         for _ in range(self.steps):
-            take = torch.as_tensor(np.nonzero(rng.random(n) < q)[0])
+            # Discriminator, real half: per-example gradients of the summed loss,
+            # clipped, noised and divided by the expected batch (opacus pre_step).
+            take = torch.as_tensor(np.nonzero(rng.random(n) < q)[0], dtype=torch.long)
+            opt_d.zero_grad(set_to_none=True)
+            gsm.enable_hooks()
+            loss_real = F.binary_cross_entropy_with_logits(
+                gsm(real[take]), torch.ones(len(take), 1), reduction="sum"
+            )
+            loss_real.backward()
+            opt_d.pre_step()
+            gsm.disable_hooks()
+
+            # Discriminator, generated half: it depends on the data only through
+            # earlier noisy steps, so its gradient is exact (post-processing).
             with torch.no_grad():
                 fake = self._generate(self.batch_size)
-            x = torch.cat([real[take], fake])
-            y = torch.cat([torch.ones(len(take), 1), torch.zeros(len(fake), 1)])
-            opt_d.zero_grad(set_to_none=True)
-            loss_d = F.binary_cross_entropy_with_logits(gsm(x), y, reduction="sum")
-            loss_d.backward()
-            opt_d.step()
+            loss_fake = F.binary_cross_entropy_with_logits(
+                gsm(fake), torch.zeros(len(fake), 1)
+            )
+            for p, g in zip(
+                params, torch.autograd.grad(loss_fake, params), strict=True
+            ):
+                p.grad = p.grad + g
+            opt_d.original_optimizer.step()
 
-            gsm.disable_hooks()
+            # Generator: the non-saturating loss through the frozen discriminator.
             opt_g.zero_grad(set_to_none=True)
             fake = self._generate(self.batch_size)
             loss_g = F.binary_cross_entropy_with_logits(
@@ -302,7 +318,7 @@ class DPGANSynthesizer(BaseSynthesizer):
             )
             loss_g.backward()
             opt_g.step()
-            gsm.enable_hooks()
+        gsm.enable_hooks()
 
     def _sample(self, n: int) -> np.ndarray:
         import torch
