@@ -78,6 +78,11 @@ def load_smollm2(dtype: Any = None) -> tuple[Any, Any]:
             os.environ.pop("HF_HUB_OFFLINE", None)
         else:
             os.environ["HF_HUB_OFFLINE"] = previous
+    # transformers de-quantises GGUF weights to dense tensors but still marks the
+    # model as GGUF-quantised, which its Trainer refuses to train; the weights
+    # are ordinary float tensors, so drop the marker.
+    if getattr(model, "hf_quantizer", None) is not None:
+        model.hf_quantizer.remove_quantization_config(model)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return model, tokenizer
