@@ -54,7 +54,10 @@ class FDPODiffusionConfig:
         ``("reverse_kl", ...)`` and ``("jensen_shannon", ...)``.
     beta : float
         beta of the loss, the same for every divergence, on ELBO-scaled
-        log-ratios (nats).
+        log-ratios (nats). 1.0: at 0.1 the reverse-KL baseline over-optimises
+        within the 1000 steps (mean reward 0.23 -> -30.7, samples leave the
+        mixture) and so does Jensen-Shannon (-27.9), while forward KL and alpha
+        barely move; at 1.0 the baseline gains +0.12 reward and stays on the data.
     n_draws : int
         K, the (t, eps) draws per pair averaged before the divergence's score.
     weighting : str
@@ -92,7 +95,7 @@ class FDPODiffusionConfig:
         ("alpha", 0.5),
         ("alpha", 0.7),
     )
-    beta: float = 0.1
+    beta: float = 1.0
     n_draws: int = 4
     weighting: str = "uniform"
     max_grad_norm: float = 1.0
