@@ -272,3 +272,22 @@ def test_bad_inputs_elsewhere():
     bad = MaskGRPO(model, opt, lambda g, c: torch.full((len(c),), math.nan), cfg)
     with pytest.raises(ValueError, match=r"reward_fn must return 2 finite rewards"):
         bad.step(torch.tensor([0]))
+
+
+def test_kl_stays_finite_when_the_reference_is_far_away():
+    # A policy with much sharper logits than its reference: the re-mask terms of
+    # the policy hit the 1e-20 floor, so the summed per-step log-ratio to the
+    # reference passes exp's float32 range; the clipped k3 term stays finite.
+    model = _model(dtype=torch.float32)
+    ref = copy.deepcopy(model)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.mul_(5.0)
+    cfg = MaskGRPOConfig(N, V, num_steps=T, group_size=2, beta=0.1)
+    opt = torch.optim.SGD(model.parameters(), lr=1e-3)
+    trainer = MaskGRPO(model, opt, lambda g, c: g.float().mean(1), cfg, ref_model=ref)
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(3):
+        stats = trainer.step(torch.tensor([0, 1]), gen)
+        assert math.isfinite(stats["loss"]) and math.isfinite(stats["kl"])
+    assert all(torch.isfinite(p).all() for p in model.parameters())

@@ -53,6 +53,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 TRANSITIONS = ("unmask_remask", "unmask", "ar")
+_KL_LOG_RATIO_CLIP = 20.0
 _LOG_FLOOR = 1e-20
 
 
@@ -697,6 +698,15 @@ class MaskGRPO:
                     transition=cfg.transition,
                     released_bool_threshold=cfg.released_bool_threshold,
                 )
+        if ref_logps is not None:
+            # One action here is a whole unmasking step, so its log-ratio to the
+            # reference sums over many positions (and log-floor terms) and can pass
+            # exp's float32 range; clip it at +-_KL_LOG_RATIO_CLIP while keeping
+            # the gradient path through logps (the k3 gradient stays bounded).
+            delta = (ref_logps - logps.detach()).clamp(
+                -_KL_LOG_RATIO_CLIP, _KL_LOG_RATIO_CLIP
+            )
+            ref_logps = logps.detach() + delta
         loss, loss_stats = policy_loss(
             logps,
             logps.detach(),
