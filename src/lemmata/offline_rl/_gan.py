@@ -171,10 +171,16 @@ class StateGAN:
             return self.discriminator(x).squeeze(1).numpy().astype(np.float64)
 
     def weights(
-        self, states: np.ndarray, w_max: float = 10.0, w_min: float = math.exp(-5.0)
+        self,
+        states: np.ndarray,
+        w_max: float = 10.0,
+        w_min: float = math.exp(-5.0),
+        normalize: bool = True,
     ) -> np.ndarray:
         """:func:`discriminator_weights` of ``states``' logits."""
-        return discriminator_weights(self.logits(states), w_max=w_max, w_min=w_min)
+        return discriminator_weights(
+            self.logits(states), w_max=w_max, w_min=w_min, normalize=normalize
+        )
 
 
 def fit_discriminator(

@@ -205,8 +205,14 @@ def _one_repeat(
         for m in _METHODS
     }
     steps = oris.sim_steps_
-    w_gan = oris.sim_logit_weights_
-    w_def = oris.gan_.weights(default_data.observations, w_max=cfg.w_max)
+    # Unnormalised weights (density-ratio estimates) so that the two curves of the
+    # figure share one scale; training uses the mean-1 normalised ones.
+    w_gan = oris.gan_.weights(
+        oris.sim_data_.observations, w_max=cfg.w_max, normalize=False
+    )
+    w_def = oris.gan_.weights(
+        default_data.observations, w_max=cfg.w_max, normalize=False
+    )
     diag = {
         "behaviour": float(behaviour_returns.mean()),
         "invalid_rate": oris.invalid_rate_,

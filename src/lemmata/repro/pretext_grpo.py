@@ -411,7 +411,7 @@ def _train_pipelines(base, cfg, seed):
     }
     for name, plan in plans.items():
         torch.manual_seed(seed)
-        model = copy.deepcopy(base)
+        model = copy.deepcopy(base).requires_grad_(True)  # base is frozen
         opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
         curve, extra = [], {}
         for stage, n in plan:
@@ -490,9 +490,6 @@ def pretext_grpo_repro(cfg: PretextGRPOConfig, ctx: RunContext) -> Result:
     per_seed = []
     for seed in rng.integers(2**31, size=cfg.seeds):
         runs = _train_pipelines(base, cfg, int(seed))
-        for run in runs.values():
-            for p in run["model"].parameters():
-                p.requires_grad_(True)
         scores = {
             n: _query_scores(n, r["model"], cfg, eval_seed) for n, r in runs.items()
         }
