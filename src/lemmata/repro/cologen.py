@@ -128,10 +128,19 @@ def _scene(rng, size, n_obj):
     """Plain background + objects; returns image and object records."""
     img = np.tile(rng.uniform(-0.6, -0.1) * np.ones((3, 1, 1)), (1, size, size))
     objs = []
+    spots = [(r, c) for r in range(1, size - 3) for c in range(1, size - 3)]
     while len(objs) < n_obj:
-        r, c = rng.integers(1, size - 3, 2)
-        if any(abs(r - o["r"]) < 3 and abs(c - o["c"]) < 3 for o in objs):
+        # Only spots that keep 3 cells from every placed object; when the first
+        # object leaves none (e.g. the centre of an 8x8 image), start again.
+        free = [
+            (r, c)
+            for r, c in spots
+            if all(abs(r - o["r"]) >= 3 or abs(c - o["c"]) >= 3 for o in objs)
+        ]
+        if not free:
+            objs = []
             continue
+        r, c = free[int(rng.integers(len(free)))]
         objs.append(
             {
                 "r": int(r),
