@@ -40,6 +40,15 @@ def test_dp_ensembles_tiny_run():
         torch.set_num_threads(threads)
     checks = {c.name: c for c in res.checks}
     assert checks["privacy/max_excess_epsilon"].passed
+    for mech in ("mst", "mwem"):
+        # min(gain - 0.5, lower 95% end) is at most the gain minus 0.5.
+        value = checks[f"{mech}/best_k_gain_pts_over_0.5_and_significant"].value
+        gains = [
+            100 * (res.metrics[f"acc/{mech}/eps=4/K=2/{m}"]
+                   - res.metrics[f"acc/{mech}/eps=4/K=1/{m}"])
+            for m in ("logreg", "forest", "mlp")
+        ]  # fmt: skip
+        assert value <= sum(gains) / 3 - 0.5 + 1e-9
     for mech in ("mst", "mwem", "gan"):
         for model in ("logreg", "forest", "mlp"):
             acc = res.metrics[f"acc/{mech}/eps=4/K=2/{model}"]
