@@ -185,8 +185,10 @@ class PRWSourceKV(nn.Module):
     -----
     [reconstruction] One routing decision per sample and block from the
     mean-pooled tokens (D1); the router grows by one zero-initialised column
-    of :math:`W_r` and :math:`W_n` per expert (D4), so a new stage starts with
-    uniform routing probabilities.
+    of :math:`W_r` and :math:`W_n` per expert (D4): the new expert's logit
+    starts at 0, so routing starts uniform only while the earlier columns are
+    still zero (stage 1 with an untrained router); later, the new expert starts
+    from whatever share a zero logit gets against the trained ones.
     """
 
     def __init__(
@@ -349,10 +351,12 @@ class StagedCurriculum:
                 f"index must be the next stage {self.stage + 1} (no skips or repeats);"
                 f" got {index}"
             )
-        if index > 0 and alpha > 0:
-            veteran_loss(torch.zeros(()), rho if rho is not None else -1.0, alpha)
-        elif check_finite("alpha", alpha) < 0:
+        if check_finite("alpha", alpha) < 0:
             raise ValueError(f"alpha must be >= 0; got {alpha!r}")
+        if rho is None and index > 0 and alpha > 0:
+            raise ValueError("rho must lie in (0, 1) when alpha > 0; got None")
+        if rho is not None:
+            veteran_loss(torch.zeros(()), rho, alpha)  # validates rho and alpha
         for layer in self.layers:
             for k in range(layer.num_experts):
                 for p in layer.expert_parameters(k):
