@@ -22,16 +22,6 @@ from lemmata.nn import (
 SPEC_VALUES = [(1.0, 1.0060653), (-1.0, -0.0060653), (2.0, 2.0027067), (0.5, 0.5044125)]
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    # Two intra-op threads on a shared 2-core machine make these tiny ops
-    # ~30x slower (OpenMP barriers); the experiments also use one thread.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 @pytest.mark.parametrize(("x", "expected"), SPEC_VALUES)
 def test_values_match_the_spec_table(x, expected):
     assert float(crrelu(torch.tensor(x, dtype=torch.float64), 0.01)) == pytest.approx(

@@ -22,16 +22,6 @@ from lemmata.nn._cologen import (
     veteran_loss,
 )
 
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    # Intra-op threads on a shared 2-core machine make these tiny ops much slower.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 # --------------------------------------------------------------------- helpers
 
 

@@ -23,16 +23,6 @@ from lemmata.nn import (
 U = np.linspace(0.0, 6.0, 1201)  # output grid of ReLU's identity branch
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    # Two intra-op threads on a shared 2-core machine make these tiny ops
-    # ~30x slower (OpenMP barriers); the experiments also use one thread.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def test_eafo_on_relu_reproduces_crrelu():
     # Spec check 6: the toolkit, given the Gaussian-ReLU correction, matches the
     # closed form on [0, 4] up to the O(eps^2) error of the first-order inverse.

@@ -26,16 +26,6 @@ from lemmata.nn.icl import (
 )
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    # Two intra-op threads on a shared 2-core machine make these tiny ops
-    # ~30x slower (OpenMP barriers); the experiments also use one thread.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def test_prompt_layout_and_values():
     layout = PromptLayout(d=2, pad=3)
     assert layout.embed_dim == 7 and layout.y_index == 6

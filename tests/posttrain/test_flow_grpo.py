@@ -21,15 +21,6 @@ from lemmata.posttrain._flow_grpo import (  # noqa: E402
 from lemmata.posttrain.grpo import slas_advantages  # noqa: E402
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    # Intra-op threads on a shared 2-core machine make these tiny ops much slower.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 class GaussianVelocity(torch.nn.Module):
     """Exact rectified-flow velocity for data N(m, s^2 I), in closed form.
 

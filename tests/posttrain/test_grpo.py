@@ -18,15 +18,6 @@ from lemmata.posttrain.grpo import (  # noqa: E402
 )
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    # Intra-op threads on a shared 2-core machine make these tiny ops much slower.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def _loop_advantages(r, G, scale, eps=1e-4, ddof=1):
     """Float64 loop over groups, from A = (r - mean_g) / (s + eps)."""
     r = np.asarray(r, dtype=float)

@@ -24,16 +24,6 @@ from lemmata.posttrain.grpo import (  # noqa: E402
     slas_advantages,
 )
 
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    # Intra-op threads on a shared 2-core machine make these tiny ops much slower.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 G = 4
 PROMPTS = ["w1 w2", "w3 w4 w5", "w6"]
 # Group 1 is constant (zero std); group 2 has a NaN (unscorable) sample.
