@@ -182,6 +182,14 @@ def _check_alpha(alpha: Any) -> float:
     return float(alpha)
 
 
+_LOGP_NAMES = (
+    "policy_chosen_logps",
+    "policy_rejected_logps",
+    "ref_chosen_logps",
+    "ref_rejected_logps",
+)
+
+
 def _check_tensors(names: tuple[str, ...], tensors: tuple[Any, ...]) -> None:
     for name, t in zip(names, tensors, strict=True):
         if not isinstance(t, Tensor):
@@ -334,19 +342,15 @@ def preference_loss(
        Preference Optimization with Diverse Divergence Constraints."
        arXiv:2309.16240.
     """
-    names = (
-        "policy_chosen_logps",
-        "policy_rejected_logps",
-        "ref_chosen_logps",
-        "ref_rejected_logps",
+    _check_tensors(
+        _LOGP_NAMES,
+        (
+            policy_chosen_logps,
+            policy_rejected_logps,
+            ref_chosen_logps,
+            ref_rejected_logps,
+        ),
     )
-    tensors = (
-        policy_chosen_logps,
-        policy_rejected_logps,
-        ref_chosen_logps,
-        ref_rejected_logps,
-    )
-    _check_tensors(names, tensors)
     beta = _check_positive("beta", beta)
     div = resolve_divergence(divergence)
     a = _check_alpha(alpha) if div.uses_alpha else 0.0
@@ -572,19 +576,15 @@ def mio_loss(
     .. [2] Hjelm et al. "Learning deep representations by mutual information
        estimation and maximization." arXiv:1808.06670.
     """
-    names = (
-        "policy_chosen_logps",
-        "policy_rejected_logps",
-        "ref_chosen_logps",
-        "ref_rejected_logps",
+    _check_tensors(
+        _LOGP_NAMES,
+        (
+            policy_chosen_logps,
+            policy_rejected_logps,
+            ref_chosen_logps,
+            ref_rejected_logps,
+        ),
     )
-    tensors = (
-        policy_chosen_logps,
-        policy_rejected_logps,
-        ref_chosen_logps,
-        ref_rejected_logps,
-    )
-    _check_tensors(names, tensors)
     beta = _check_positive("beta", beta)
     if isinstance(rejected_weight, bool) or not isinstance(
         rejected_weight, numbers.Real
