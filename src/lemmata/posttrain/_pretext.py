@@ -131,19 +131,19 @@ def _swap(x: np.ndarray, axis: int, groups: int, pair: tuple[int, int]) -> np.nd
     return np.concatenate(parts, axis=axis)
 
 
-def _check_frames(video: np.ndarray, name: str, groups: int) -> None:
+def _check_frames(video: np.ndarray, name: str) -> None:
     n = video.shape[0]
     if name == "reverse" and n < 2:
         raise ValueError(f"video must have >= 2 frames to reverse; got {n}")
-    if name == "shuffle" and (n < groups or n % groups):
+    if name == "shuffle" and (n < 4 or n % 4):
         raise ValueError(
-            f"video must have a multiple of groups={groups} frames (>= {groups}) "
-            f"to swap frame groups; got {n}"
+            "video must have a multiple of 4 frames (>= 4) to swap frame groups; "
+            f"got {n}"
         )
 
 
 def apply_transform(
-    x: Any, name: str, label: Any, *, kind: str = "video", groups: int = 4
+    x: Any, name: str, label: Any, *, kind: str = "video"
 ) -> np.ndarray:
     """Apply option ``label`` of transformation ``name`` to an image or video.
 
@@ -156,9 +156,6 @@ def apply_transform(
     label : str or int
         Option letter (``"A"``, ...) or index.
     kind : {"image", "video"}, default="video"
-    groups : int, default=4
-        Frame groups of the video ``"shuffle"``; the frame count must be a
-        multiple of it. Fixed to 4 for the image ``"puzzle"`` (2x2 quadrants).
 
     Returns
     -------
@@ -166,8 +163,10 @@ def apply_transform(
         Rotations are counter-clockwise in the (H, W) plane (``np.rot90``);
         "horizontal" flips mirror left-right. The puzzle numbers the quadrants
         top-left, top-right, bottom-left, bottom-right; the video shuffle numbers
-        the frame groups in time order. Option ``k`` of a swap exchanges the
-        ``k``-th pair of ``itertools.combinations(range(4), 2)``.
+        the four frame groups (quarters of the frames) in time order. Option
+        ``k`` of a swap exchanges the ``k``-th pair of
+        ``itertools.combinations(range(4), 2)``, as the prompt lists them; the
+        four groups are fixed, because the six options are exactly those pairs.
     """
     k = _label_index(name, kind, label)
     x = np.asarray(x)
@@ -177,7 +176,7 @@ def apply_transform(
             f"{kind} must have at least {max(axes) + 1} dimensions; got shape {x.shape}"
         )
     if kind == "video":
-        _check_frames(x, name, groups)
+        _check_frames(x, name)
     if name == "rotate":
         return np.rot90(x, k, axes=axes).copy()
     if name == "flip":
@@ -185,9 +184,7 @@ def apply_transform(
     if name == "reverse":
         return x[::-1].copy() if k == 1 else x.copy()
     if name == "shuffle":
-        return (
-            _swap(x, 0, groups, _PAIRS[k]) if groups == 4 else _swap_any(x, groups, k)
-        )
+        return _swap(x, 0, 4, _PAIRS[k])
     h, w = x.shape[0], x.shape[1]
     if h % 2 or w % 2:
         raise ValueError(f"image must have even height and width; got {(h, w)}")
@@ -199,12 +196,6 @@ def apply_transform(
     return np.concatenate([top, np.concatenate(quads[2:], axis=1)], axis=0)
 
 
-def _swap_any(x: np.ndarray, groups: int, k: int) -> np.ndarray:
-    # Limitation: with groups != 4 only the first 6 pairs of
-    # combinations(range(groups), 2) are reachable, because there are 6 letters.
-    return _swap(x, 0, groups, tuple(itertools.combinations(range(groups), 2))[k])
-
-
 def sample_transform(
     x: Any,
     name: str,
@@ -212,7 +203,6 @@ def sample_transform(
     *,
     kind: str = "video",
     reverse_prob: float = 0.55,
-    groups: int = 4,
 ) -> tuple[np.ndarray, str]:
     """Draw an option of ``name`` at random, apply it, and return its letter.
 
@@ -233,7 +223,7 @@ def sample_transform(
         k = int(rng.random() < reverse_prob)
     else:
         k = int(rng.integers(n))
-    return apply_transform(x, name, k, kind=kind, groups=groups), OPTION_LETTERS[k]
+    return apply_transform(x, name, k, kind=kind), OPTION_LETTERS[k]
 
 
 def _options_text(name: str, kind: str) -> str:
