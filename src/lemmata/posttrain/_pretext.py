@@ -353,7 +353,7 @@ def transform_reward(
     """ViSS-R1 transformation reward: ``weight`` (0.5) if ``<transform>`` is right."""
     labels = _labels("transform_label", transform_label, len(completions))
     return [
-        weight * _same(_tag(c, "transform"), y)
+        float(weight * _same(_tag(c, "transform"), y))
         for c, y in zip(completions, labels, strict=True)
     ]
 
