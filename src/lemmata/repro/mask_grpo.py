@@ -345,7 +345,8 @@ def _checks(m, summary, base_entropy) -> list[Check]:
         Check("(reward without KL - reward with KL) / seed std",
               z("default", "kl"), -1.0, ">="),
         Check("gain on the first half of the steps / gain on all steps",
-              m["gain/half"] / m["gain/default"] if m["gain/default"] else math.nan,
+              # A share of a gain only means something when there is a gain.
+              m["gain/half"] / m["gain/default"] if m["gain/default"] > 0 else math.nan,
               0.9, ">="),
         Check("token entropy after Mask-GRPO / base entropy",
               m["entropy/default"] / base_entropy, 0.5, ">="),
