@@ -516,7 +516,10 @@ def _summarise(cfg, per_seed, base_query, base_pretext) -> Result:
             float(x) for x in np.mean([runs[name]["curve"] for runs, _ in per_seed], 0)
         ]
     for key in per_seed[0][1]["P2"][2]:
-        m[f"P2/{key}"] = float(np.nanmedian([s["P2"][2][key] for _, s in per_seed]))
+        # NaN where no seed had the condition (e.g. no transform identified).
+        vals = np.array([s["P2"][2][key] for _, s in per_seed], dtype=float)
+        vals = vals[~np.isnan(vals)]
+        m[f"P2/{key}"] = float(np.median(vals)) if vals.size else math.nan
     result.checks = [
         Check("P1 rotation accuracy after Pretext-GRPO", m["pretext_acc/P1/rotate"],
               0.9, ">="),
