@@ -52,6 +52,49 @@ def test_fdpo_diffusion_rejects_missing_baseline():
         _run("fdpo-diffusion", divergences=(("forward_kl", 0.5),), pretrain_steps=1)
 
 
+def test_fdpo_diffusion_digits_tiny():
+    pytest.importorskip("diffusers")
+    pytest.importorskip("sklearn")
+    res = _run(
+        "fdpo-diffusion",
+        dataset="digits",
+        unet_channels=(8, 16),
+        n_steps=5,
+        pretrain_steps=3,
+        pretrain_batch=16,
+        n_pairs=40,
+        divergences=(("reverse_kl", 0.5), ("jensen_shannon", 0.5)),
+        n_draws=1,
+        finetune_steps=2,
+        finetune_batch=4,
+        n_eval=40,
+    )
+    assert {c.name for c in res.checks} >= {
+        "alignment/min_reward_gain",
+        "js/pareto_dominated_by",
+        "js/entropy_minus_reverse_kl",
+        "js/spread_minus_reverse_kl",
+    }
+    for label in ("ref", "reverse_kl", "jensen_shannon"):
+        for key in ("entropy", "coverage", "spread"):
+            assert math.isfinite(res.metrics[f"{label}/{key}"])
+    assert math.isfinite(res.metrics["ref/reward"])
+    assert math.isfinite(res.metrics["jensen_shannon/reward_gain"])
+    # Reward is a log acceptance probability: in [log(reward_floor), 0].
+    assert math.log(0.01) - 1e-6 <= res.metrics["ref/reward"] <= 0.0
+    assert 0.0 < res.metrics["pairs/n"] <= 40
+    assert len(res.series["ref/mode_hist"]) == 10
+    assert sum(res.series["ref/mode_hist"]) == pytest.approx(1.0)
+    assert "reward_vs_diversity" in res.figures
+
+
+def test_fdpo_diffusion_bad_dataset():
+    with pytest.raises(
+        ValueError, match=r"dataset must be one of \['mixture', 'digits'\]; got 'mnist'"
+    ):
+        _run("fdpo-diffusion", dataset="mnist", pretrain_steps=1)
+
+
 def test_mio_vs_dpo_tiny():
     res = _run(
         "mio-vs-dpo",

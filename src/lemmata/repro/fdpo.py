@@ -1,14 +1,15 @@
 """Reproduction of arXiv 2409.09774 (f-divergence Diffusion-DPO) at toy scale.
 
 ``fdpo-diffusion``: a diffusion model is pre-trained from scratch on a 2-D
-mixture of eight Gaussians (quick) and becomes the reference. Preference pairs
-are drawn from it and labelled by a fixed reward that favours four of the
-modes; a copy of the reference is fine-tuned on the pairs with each
+mixture of eight Gaussians (quick) or, as a small class-conditional ``diffusers``
+UNet, on scikit-learn's 8x8 digits (full), and becomes the reference. Preference
+pairs are drawn from it and labelled by a fixed reward that favours four of the
+modes (digit classes); a copy of the reference is fine-tuned on the pairs with each
 f-divergence (:func:`lemmata.posttrain._preference.diffusion_preference_loss`)
 at the same beta, learning rate and step count. Each fine-tuned model is scored
-on reward gain (alignment) and on how much of the reference's mode coverage and
-spread it keeps (diversity). The paper's claim: Jensen-Shannon gives the best
-alignment/diversity trade-off.
+on reward gain (alignment) and on how much of the reference's mode (class)
+coverage and spread it keeps (diversity). The paper's claim: Jensen-Shannon gives
+the best alignment/diversity trade-off.
 """
 
 from __future__ import annotations
@@ -26,26 +27,49 @@ __all__ = ["FDPODiffusionConfig", "fdpo_diffusion"]
 _PAPER = "2409.09774"
 logger = logging.getLogger(__name__)
 _MODE_WEIGHTS = (1.0, 0.8, 0.6, 0.4, 0.0, 0.0, 0.0, 0.0)
+_DATASETS = ("mixture", "digits")
+_N_DIGITS = 10
 
 
 @dataclass(frozen=True)
 class FDPODiffusionConfig:
-    """Toy f-Diffusion-DPO: 2-D Gaussian mixture, eps-MLP, DDPM.
+    """Toy f-Diffusion-DPO: 2-D Gaussian mixture + eps-MLP, or digits + UNet; DDPM.
 
     Attributes
     ----------
+    dataset : str
+        ``"mixture"`` (quick): the 2-D Gaussian mixture below, an unconditional
+        eps-MLP. ``"digits"`` (full): scikit-learn's 8x8 digits (1797 images, 0..16
+        scaled to [-1, 1]) and a class-conditional ``diffusers.UNet2DModel``.
+        Every preference pair is drawn from the reference conditioned on one
+        uniformly drawn class, and both samples (and their fine-tuning) use that
+        class; evaluation samples are conditioned on classes in equal shares.
+        Fixed reward: a multinomial logistic regression fitted once on the real
+        digits gives ``p(k|x)``; a rater accepts a digit of class ``k`` with
+        probability ``w_k`` = (1, .8, .6, .4, 0, ...) (the mixture's mode
+        weights), floored at ``reward_floor``, and the reward is the
+        log-probability of acceptance, ``log sum_k max(w_k, floor) p(k|x)``, in
+        [log floor, 0]. So the reward favours drawing classes 0-3 whatever the
+        conditioning class, and diversity is the entropy and coverage of the
+        classifier's predicted-class histogram and the mean pairwise L2 distance
+        of samples (spread); a reward-hacking policy ignores its class.
+    unet_channels : tuple of int
+        ``block_out_channels`` of the digits UNet (one down/up block each).
+    reward_floor : float
+        Digits only: the acceptance probability of a class with weight 0.
     n_modes, radius, mode_std : int, float, float
         Mixture of ``n_modes`` equal-weight Gaussians with std ``mode_std`` on a
         circle of radius ``radius``; the reward of a point is
         ``w[m] - 0.5 * |x - mu_m|^2`` for its nearest mode ``m`` with ``w`` =
         (1, .8, .6, .4, 0, ...).
     hidden, embed_dim : int
-        Width of the 3-layer SiLU MLP that predicts the noise, and of its
-        sinusoidal timestep embedding.
+        Mixture only: width of the 3-layer SiLU MLP that predicts the noise, and
+        of its sinusoidal timestep embedding.
     n_steps, beta_start, beta_end : int, float, float
         DDPM steps T and the linear noise schedule.
     pretrain_steps, pretrain_batch, pretrain_lr : int, int, float
-        Adam pre-training of the reference model on fresh mixture samples.
+        Adam pre-training of the reference model on fresh mixture samples (on
+        digits drawn with replacement, with their classes).
     n_pairs : int
         Preference pairs drawn from the reference; pairs whose rewards differ by
         less than 1e-3 are dropped.
@@ -72,9 +96,13 @@ class FDPODiffusionConfig:
     n_eval : int
         Samples drawn from each model for the metrics.
     coverage_mass : float
-        A mode counts as covered if it holds at least this share of samples.
+        A mode (predicted class) counts as covered if it holds at least this
+        share of samples.
     """
 
+    dataset: str = "mixture"
+    unet_channels: tuple[int, ...] = (32, 64)
+    reward_floor: float = 0.01
     n_modes: int = 8
     radius: float = 4.0
     mode_std: float = 0.3
@@ -107,11 +135,17 @@ class FDPODiffusionConfig:
 
 
 _QUICK = FDPODiffusionConfig()
+# Digits at full scale, sized for about 20 minutes a seed on one CPU thread: the
+# UNet costs ~0.4 ms per sample and step forward, ~1.3 ms forward + backward.
 _FULL = FDPODiffusionConfig(
-    pretrain_steps=6000,
-    n_draws=8,
-    finetune_steps=2000,
-    n_eval=20000,
+    dataset="digits",
+    pretrain_steps=2000,
+    pretrain_batch=128,
+    n_pairs=2000,
+    n_draws=2,
+    finetune_steps=300,
+    finetune_batch=32,
+    n_eval=1000,
 )
 
 
@@ -139,7 +173,8 @@ def _build(cfg: FDPODiffusionConfig):
                 nn.Linear(cfg.hidden, 2),
             )
 
-        def forward(self, x, t):
+        def forward(self, x, t, y=None):
+            # Unconditional: the mixture's labels y are all 0 and ignored.
             angles = t.float().unsqueeze(1) * self.freqs
             emb = torch.cat([angles.sin(), angles.cos()], dim=1)
             return self.net(torch.cat([x, emb], dim=1))
@@ -147,67 +182,196 @@ def _build(cfg: FDPODiffusionConfig):
     return EpsMLP()
 
 
-class _Toy:
-    """Mixture, reward, DDPM schedule and sampler shared by all models."""
+def _build_unet(cfg: FDPODiffusionConfig):
+    from diffusers import UNet2DModel
+    from torch import nn
+
+    class EpsUNet(nn.Module):
+        """Class-conditional eps-UNet on (B, 1, 8, 8) digits."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            n_blocks = len(cfg.unet_channels)
+            self.unet = UNet2DModel(
+                sample_size=8,
+                in_channels=1,
+                out_channels=1,
+                block_out_channels=tuple(cfg.unet_channels),
+                down_block_types=("DownBlock2D",) * n_blocks,
+                up_block_types=("UpBlock2D",) * n_blocks,
+                layers_per_block=1,
+                norm_num_groups=8,
+                num_class_embeds=_N_DIGITS,
+            )
+
+        def forward(self, x, t, y):
+            return self.unet(x, t, class_labels=y).sample
+
+    return EpsUNet()
+
+
+class _DDPM:
+    """DDPM schedule and ancestral sampler shared by all models of a run.
+
+    A subclass is one dataset: it sets ``shape`` (of one sample) and
+    ``n_classes`` and provides ``build()`` (a fresh eps-model called as
+    ``model(x_t, t, y)``), ``labels(n, balanced)``, ``data(n)`` (samples and
+    their labels), ``classes(x)`` (mode or predicted class) and ``reward(x)``.
+    """
+
+    shape: tuple[int, ...]
 
     def __init__(self, cfg: FDPODiffusionConfig, gen) -> None:
         import torch
 
         self.cfg, self.gen = cfg, gen
+        self.betas = torch.linspace(cfg.beta_start, cfg.beta_end, cfg.n_steps)
+        self.alphas = 1.0 - self.betas
+        self.abar = torch.cumprod(self.alphas, dim=0)
+
+    def noised(self, x0, t, eps):
+        a = self.abar[t - 1].view(-1, *[1] * (x0.ndim - 1))
+        return a.sqrt() * x0 + (1 - a).sqrt() * eps
+
+    def sample(self, model, y):
+        """Draw ``len(y)`` samples, the i-th conditioned on class ``y[i]``."""
+        import torch
+
+        n = y.shape[0]
+        x = torch.randn(n, *self.shape, generator=self.gen)
+        with torch.no_grad():
+            for t in range(self.cfg.n_steps, 0, -1):
+                tt = torch.full((n,), t, dtype=torch.long)
+                eps = model(x, tt, y)
+                a, ab, b = self.alphas[t - 1], self.abar[t - 1], self.betas[t - 1]
+                x = (x - b / (1 - ab).sqrt() * eps) / a.sqrt()
+                if t > 1:
+                    x = x + b.sqrt() * torch.randn(n, *self.shape, generator=self.gen)
+        return x
+
+
+class _Toy(_DDPM):
+    """2-D Gaussian mixture and its reward; unconditional (all labels 0)."""
+
+    shape = (2,)
+
+    def __init__(self, cfg: FDPODiffusionConfig, gen) -> None:
+        import torch
+
+        super().__init__(cfg, gen)
+        self.n_classes = cfg.n_modes
         angles = 2 * math.pi * torch.arange(cfg.n_modes) / cfg.n_modes
         self.means = cfg.radius * torch.stack([angles.cos(), angles.sin()], dim=1)
         weights = list(_MODE_WEIGHTS) + [0.0] * max(0, cfg.n_modes - len(_MODE_WEIGHTS))
         self.mode_w = torch.tensor(weights[: cfg.n_modes])
-        self.betas = torch.linspace(cfg.beta_start, cfg.beta_end, cfg.n_steps)
-        self.alphas = 1.0 - self.betas
-        self.abar = torch.cumprod(self.alphas, dim=0)
+
+    def build(self):
+        return _build(self.cfg)
+
+    def labels(self, n: int, balanced: bool = False):
+        import torch
+
+        return torch.zeros(n, dtype=torch.long)
 
     def data(self, n: int):
         import torch
 
         idx = torch.randint(self.cfg.n_modes, (n,), generator=self.gen)
         noise = torch.randn(n, 2, generator=self.gen)
-        return self.means[idx] + self.cfg.mode_std * noise
+        return self.means[idx] + self.cfg.mode_std * noise, self.labels(n)
 
-    def modes(self, x):
+    def classes(self, x):
         import torch
 
         return torch.cdist(x, self.means).argmin(dim=1)
 
     def reward(self, x):
-        m = self.modes(x)
+        m = self.classes(x)
         return self.mode_w[m] - 0.5 * ((x - self.means[m]) ** 2).sum(dim=1)
 
-    def noised(self, x0, t, eps):
-        a = self.abar[t - 1].unsqueeze(1)
-        return a.sqrt() * x0 + (1 - a).sqrt() * eps
 
-    def sample(self, model, n: int):
+class _Digits(_DDPM):
+    """8x8 digits in [-1, 1], class labels, and the classifier-based reward."""
+
+    shape = (1, 8, 8)
+
+    def __init__(self, cfg: FDPODiffusionConfig, gen) -> None:
+        import torch
+        from sklearn.datasets import load_digits
+        from sklearn.linear_model import LogisticRegression
+
+        super().__init__(cfg, gen)
+        self.n_classes = _N_DIGITS
+        digits = load_digits()
+        pixels = digits.data / 8.0 - 1.0  # 0..16 -> [-1, 1]
+        self.images = torch.tensor(pixels, dtype=torch.float32).view(-1, *self.shape)
+        self.targets = torch.tensor(digits.target, dtype=torch.long)
+        # Fixed reward model: fitted once, deterministically (lbfgs), on all digits.
+        clf = LogisticRegression(max_iter=5000).fit(pixels, digits.target)
+        self.clf_w = torch.tensor(clf.coef_, dtype=torch.float32)
+        self.clf_b = torch.tensor(clf.intercept_, dtype=torch.float32)
+        weights = (list(_MODE_WEIGHTS) + [0.0] * _N_DIGITS)[:_N_DIGITS]
+        self.log_accept = torch.tensor(weights).clamp_min(cfg.reward_floor).log()
+
+    def build(self):
+        return _build_unet(self.cfg)
+
+    def labels(self, n: int, balanced: bool = False):
         import torch
 
-        x = torch.randn(n, 2, generator=self.gen)
-        with torch.no_grad():
-            for t in range(self.cfg.n_steps, 0, -1):
-                tt = torch.full((n,), t, dtype=torch.long)
-                eps = model(x, tt)
-                a, ab, b = self.alphas[t - 1], self.abar[t - 1], self.betas[t - 1]
-                x = (x - b / (1 - ab).sqrt() * eps) / a.sqrt()
-                if t > 1:
-                    x = x + b.sqrt() * torch.randn(n, 2, generator=self.gen)
-        return x
+        if balanced:
+            return torch.arange(n) % _N_DIGITS
+        return torch.randint(_N_DIGITS, (n,), generator=self.gen)
+
+    def data(self, n: int):
+        import torch
+
+        idx = torch.randint(self.images.shape[0], (n,), generator=self.gen)
+        return self.images[idx], self.targets[idx]
+
+    def sample(self, model, y):
+        # Images are clipped to the data range, as usual for DDPM on pixels, so
+        # that the linear classifier is never scored on out-of-range pixels.
+        return super().sample(model, y).clamp(-1.0, 1.0)
+
+    def log_probs(self, x):
+        import torch
+
+        return torch.log_softmax(x.flatten(1) @ self.clf_w.T + self.clf_b, dim=1)
+
+    def classes(self, x):
+        return self.log_probs(x).argmax(dim=1)
+
+    def reward(self, x):
+        import torch
+
+        return torch.logsumexp(self.log_probs(x) + self.log_accept, dim=1)
 
 
-def _pretrain(toy: _Toy, cfg: FDPODiffusionConfig):
+def _task(cfg: FDPODiffusionConfig, gen) -> _DDPM:
+    if cfg.dataset not in _DATASETS:
+        raise ValueError(
+            f"dataset must be one of {list(_DATASETS)}; got {cfg.dataset!r}"
+        )
+    return _Toy(cfg, gen) if cfg.dataset == "mixture" else _Digits(cfg, gen)
+
+
+def _sq_err(pred, eps):
+    """Squared error summed over the data dimensions, one per sample."""
+    return ((pred - eps) ** 2).flatten(1).sum(dim=1)
+
+
+def _pretrain(toy: _DDPM, cfg: FDPODiffusionConfig):
     import torch
 
-    model = _build(cfg)
+    model = toy.build()
     opt = torch.optim.Adam(model.parameters(), lr=cfg.pretrain_lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, cfg.pretrain_steps)
     for _ in range(cfg.pretrain_steps):
-        x0 = toy.data(cfg.pretrain_batch)
+        x0, y = toy.data(cfg.pretrain_batch)
         t = torch.randint(1, cfg.n_steps + 1, (cfg.pretrain_batch,), generator=toy.gen)
         eps = torch.randn(x0.shape, generator=toy.gen)
-        loss = ((model(toy.noised(x0, t, eps), t) - eps) ** 2).sum(dim=1).mean()
+        loss = _sq_err(model(toy.noised(x0, t, eps), t, y), eps).mean()
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -216,19 +380,21 @@ def _pretrain(toy: _Toy, cfg: FDPODiffusionConfig):
     return model
 
 
-def _pairs(toy: _Toy, ref, n: int):
+def _pairs(toy: _DDPM, ref, n: int):
+    """Pairs drawn from the reference; both samples of a pair share its class."""
     import torch
 
-    a, b = toy.sample(ref, n), toy.sample(ref, n)
+    y = toy.labels(n)
+    a, b = toy.sample(ref, y), toy.sample(ref, y)
     ra, rb = toy.reward(a), toy.reward(b)
     keep = (ra - rb).abs() >= 1e-3
-    a_wins = (ra >= rb).unsqueeze(1)
+    a_wins = (ra >= rb).view(-1, *[1] * (a.ndim - 1))
     winners = torch.where(a_wins, a, b)[keep]
     losers = torch.where(a_wins, b, a)[keep]
-    return winners, losers
+    return winners, losers, y[keep]
 
 
-def _finetune(toy: _Toy, ref, winners, losers, name: str, alpha: float, cfg):
+def _finetune(toy: _DDPM, ref, winners, losers, labels, name: str, alpha: float, cfg):
     import copy
 
     import torch
@@ -242,18 +408,21 @@ def _finetune(toy: _Toy, ref, winners, losers, name: str, alpha: float, cfg):
         p.requires_grad_(False)
     opt = torch.optim.Adam(policy.parameters(), lr=cfg.finetune_lr)
     n, b, k = winners.shape[0], cfg.finetune_batch, cfg.n_draws
+    ones = [1] * len(toy.shape)
     all_t = torch.arange(1, cfg.n_steps + 1)
     mean_scale = float(ddpm_elbo_scale(all_t, toy.betas).mean())
     for _ in range(cfg.finetune_steps):
         idx = torch.randint(n, (b,), generator=toy.gen)
         x0 = torch.cat([winners[idx], losers[idx]]).repeat_interleave(k, dim=0)
+        # Winner and loser are denoised under their pair's class.
+        y = labels[idx].repeat_interleave(k).repeat(2)
         # One (t, eps) per pair and draw, shared by winner, loser, policy, reference.
         t = torch.randint(1, cfg.n_steps + 1, (b * k,), generator=toy.gen).repeat(2)
-        eps = torch.randn(b * k, 2, generator=toy.gen).repeat(2, 1)
+        eps = torch.randn(b * k, *toy.shape, generator=toy.gen).repeat(2, *ones)
         xt = toy.noised(x0, t, eps)
-        err_pol = ((policy(xt, t) - eps) ** 2).sum(dim=1).view(2, b, k)
+        err_pol = _sq_err(policy(xt, t, y), eps).view(2, b, k)
         with torch.no_grad():
-            err_ref = ((ref(xt, t) - eps) ** 2).sum(dim=1).view(2, b, k)
+            err_ref = _sq_err(ref(xt, t, y), eps).view(2, b, k)
         if cfg.weighting == "elbo":
             scale = ddpm_elbo_scale(t[: b * k], toy.betas).view(b, k)
         else:
@@ -275,13 +444,15 @@ def _finetune(toy: _Toy, ref, winners, losers, name: str, alpha: float, cfg):
     return policy.eval()
 
 
-def _metrics(toy: _Toy, x, cfg) -> dict[str, float]:
+def _metrics(toy: _DDPM, model, cfg) -> dict[str, float]:
+    """Reward and diversity of ``cfg.n_eval`` samples (classes in equal shares)."""
     import torch
 
-    modes = toy.modes(x)
-    hist = torch.bincount(modes, minlength=cfg.n_modes).double() / x.shape[0]
+    x = toy.sample(model, toy.labels(cfg.n_eval, balanced=True))
+    modes = toy.classes(x)
+    hist = torch.bincount(modes, minlength=toy.n_classes).double() / x.shape[0]
     nz = hist[hist > 0]
-    sub = x[:2000]
+    sub = x[:2000].flatten(1)
     return {
         "reward": float(toy.reward(x).mean()),
         "entropy": float(-(nz * nz.log()).sum()),
@@ -314,7 +485,7 @@ def _figure(results: dict[str, dict], ref_m: dict, names: list[str]):
         )
     ax1.axhline(ref_m["entropy"], color="grey", ls=":", label="reference entropy")
     ax1.set_xlabel("reward gain over the reference")
-    ax1.set_ylabel("mode-histogram entropy (nats)")
+    ax1.set_ylabel("mode (class) histogram entropy (nats)")
     ax1.set_title("alignment vs diversity, one point per divergence")
     ax1.legend(loc="lower left")
     width = 0.8 / (len(names) + 1)
@@ -322,7 +493,7 @@ def _figure(results: dict[str, dict], ref_m: dict, names: list[str]):
     ax2.bar(modes, ref_m["hist"], width, label="reference", color="grey")
     for i, label in enumerate(names, start=1):
         ax2.bar(modes + i * width, results[label]["hist"], width, label=label)
-    ax2.set_xlabel("mode (weights 1, .8, .6, .4, 0, 0, 0, 0)")
+    ax2.set_xlabel("mode or predicted class (weights 1, .8, .6, .4, then 0)")
     ax2.set_ylabel("share of samples")
     ax2.legend(fontsize=7)
     fig.tight_layout()
@@ -348,7 +519,7 @@ def fdpo_diffusion(cfg: FDPODiffusionConfig, ctx: RunContext) -> Result:
 
     ctx.seed_torch()
     gen = torch.Generator().manual_seed(ctx.seed)
-    toy = _Toy(cfg, gen)
+    toy = _task(cfg, gen)
     if cfg.weighting not in ("elbo", "uniform"):
         raise ValueError(
             f"weighting must be one of ['elbo', 'uniform']; got {cfg.weighting!r}"
@@ -360,14 +531,14 @@ def fdpo_diffusion(cfg: FDPODiffusionConfig, ctx: RunContext) -> Result:
         )
 
     ref = _pretrain(toy, cfg)
-    winners, losers = _pairs(toy, ref, cfg.n_pairs)
-    ref_m = _metrics(toy, toy.sample(ref, cfg.n_eval), cfg)
+    winners, losers, labels = _pairs(toy, ref, cfg.n_pairs)
+    ref_m = _metrics(toy, ref, cfg)
     logger.info("reference: %s, %d pairs", ref_m, winners.shape[0])
 
     results: dict[str, dict] = {}
     for (name, alpha), label in zip(cfg.divergences, names, strict=True):
-        policy = _finetune(toy, ref, winners, losers, name, alpha, cfg)
-        results[label] = _metrics(toy, toy.sample(policy, cfg.n_eval), cfg)
+        policy = _finetune(toy, ref, winners, losers, labels, name, alpha, cfg)
+        results[label] = _metrics(toy, policy, cfg)
         logger.info("%s: %s", label, results[label])
 
     metrics = {
