@@ -111,8 +111,10 @@ class DPGANSynthesizer(BaseSynthesizer):
     [reconstruction] The paper's GAN mechanisms are not specified here; this is
     a small DP-GAN in the style of Xie et al. (arXiv:1802.06739). Numeric
     columns are binned by the domain and one-hot encoded like categorical ones,
-    instead of min-max scaled. The generated rows of each discriminator batch
-    are clipped together with the real ones, which only costs utility. Generated
+    instead of min-max scaled. Only the real half of each discriminator step is
+    clipped per row and noised; the generated half depends on the data only
+    through earlier noisy steps (post-processing), so its gradient is added
+    exactly. Generated
     rows are relaxed with the Gumbel-softmax (as in CTGAN) so that the
     discriminator cannot tell them from one-hot rows by their softness; sampled
     rows take the argmax of each Gumbel-perturbed block, an exact draw from the
