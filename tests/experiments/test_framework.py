@@ -150,7 +150,7 @@ def test_changed_code_version_reruns(tmp_path, monkeypatch):
     run(specs, store)
     import lemmata.experiments.runner as runner
 
-    monkeypatch.setattr(runner, "code_version", lambda: "other")
+    monkeypatch.setattr(runner, "code_version", lambda module=None: "other")
     events = []
     run(specs, store, on_event=lambda k, o: events.append(k))
     assert events == ["done"]
@@ -258,3 +258,43 @@ def test_result_dataclass_defaults_are_independent():
     a, b = Result(), Result()
     a.metrics["x"] = 1.0
     assert b.metrics == {}
+
+
+def _write(path, text=""):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+
+
+def test_module_closure_follows_lazy_imports_but_not_the_repro_registry(tmp_path):
+    from lemmata.experiments.store import module_closure
+
+    root = tmp_path / "lemmata"
+    _write(root / "__init__.py")
+    _write(root / "field" / "__init__.py", "from lemmata.field._a import A\n")
+    _write(root / "field" / "_a.py", "import numpy\nA = 1\n")
+    _write(root / "field" / "_b.py", "B = 2\n")
+    _write(root / "other" / "__init__.py")
+    _write(root / "other" / "_c.py", "C = 3\n")
+    _write(root / "repro" / "__init__.py", "import lemmata.repro.y\n")
+    _write(
+        root / "repro" / "x.py",
+        "def run():\n    from lemmata.field import _b\n    return _b.B\n",
+    )
+    _write(root / "repro" / "y.py", "import lemmata.other._c\n")
+    got = {str(p.relative_to(root)) for p in module_closure("lemmata.repro.x", root)}
+    assert got == {
+        "__init__.py",
+        "field/__init__.py",
+        "field/_a.py",
+        "field/_b.py",
+        "repro/x.py",
+    }
+
+
+def test_code_version_is_per_experiment_module():
+    from lemmata.experiments.store import code_version
+
+    whole = code_version()
+    soco, fdpo = code_version("lemmata.repro.soco"), code_version("lemmata.repro.fdpo")
+    assert len({whole, soco, fdpo}) == 3
+    assert code_version("lemmata.repro.soco") == soco

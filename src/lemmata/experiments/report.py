@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from lemmata.experiments.registry import get
 from lemmata.experiments.store import Store, StoredRun, code_version
 
 __all__ = ["Section", "sections", "write_report"]
@@ -39,7 +40,11 @@ class Section:
 
     @property
     def stale(self) -> bool:
-        return any(r.record.get("code_version") != code_version() for r in self.runs)
+        try:
+            current = code_version(get(self.experiment).fn.__module__)
+        except ValueError:  # no longer registered: compare with the whole package
+            current = code_version()
+        return any(r.record.get("code_version") != current for r in self.runs)
 
     def metric_rows(self) -> list[tuple[str, float, float, int]]:
         """(name, mean, sd, n) per metric; sd is 0 for one seed."""

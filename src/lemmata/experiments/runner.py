@@ -137,7 +137,7 @@ def execute(spec: RunSpec) -> dict[str, Any]:
         "root_seed": spec.root_seed,
         "group": spec.group,
         "config": spec.config_dict,
-        "code_version": code_version(),
+        "code_version": code_version(exp.fn.__module__),
         "started": started,
         "seconds": time.time() - started,
         "metrics": {k: float(v) for k, v in result.metrics.items()},
@@ -223,7 +223,7 @@ def run(
 def _matches(stored: StoredRun, spec: RunSpec) -> bool:
     record = stored.record
     return (
-        record.get("code_version") == code_version()
+        record.get("code_version") == code_version(spec.experiment.fn.__module__)
         and record.get("config") == _json_roundtrip(spec.config_dict)
         and record.get("root_seed") == spec.root_seed
     )

@@ -9,6 +9,7 @@ readers ignore and the next writer removes.
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import json
 import os
@@ -18,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Store", "StoredRun", "code_version", "config_hash"]
+__all__ = ["Store", "StoredRun", "code_version", "config_hash", "module_closure"]
 
 _TMP_PREFIX = ".tmp-"
 
@@ -30,25 +31,107 @@ def config_hash(config: dict[str, Any]) -> str:
 
 
 _CODE_VERSION: str | None = None
+_MODULE_VERSIONS: dict[str, str] = {}
+
+# Packages whose __init__ is not followed when collecting what a module runs:
+# lemmata.repro's __init__ imports every reproduction only to register them.
+_NOT_FOLLOWED = frozenset({"lemmata.repro"})
 
 
-def code_version() -> str:
-    """``<lemmata version>+<hash of every .py file of the lemmata package>``.
+def _module_file(root: Path, name: str) -> Path | None:
+    """The source file of module ``name`` (``lemmata.x.y``) under package ``root``."""
+    parts = name.split(".")[1:]
+    base = root.joinpath(*parts) if parts else root
+    if base.is_dir() and (base / "__init__.py").is_file():
+        return base / "__init__.py"
+    file = base.with_suffix(".py")
+    return file if parts and file.is_file() else None
 
-    Any change to the package's code changes it, so stored runs made by other
-    code are run again rather than reused.
+
+def _imported_modules(source: str, package: str, root: Path) -> set[str]:
+    """``package``-internal modules imported anywhere in ``source``, including
+    inside functions (experiments import their heavy pieces lazily) and modules
+    named in string constants (``importlib.import_module`` tables)."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names = [node.module]
+            # ``from lemmata.x import y`` may import the submodule lemmata.x.y.
+            names += [f"{node.module}.{a.name}" for a in node.names]
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str):
+            names = [node.value]  # a module named in a string (lazy imports)
+        else:
+            continue
+        for name in names:
+            if name == package or name.startswith(package + "."):
+                if _module_file(root, name) is not None:
+                    found.add(name)
+    return found
+
+
+def module_closure(module: str, root: Path, package: str = "lemmata") -> list[Path]:
+    """Source files that importing ``module`` can execute, found statically.
+
+    The module, every ``package`` module it imports (transitively), and the
+    ``__init__`` of every package on the way, except those in ``_NOT_FOLLOWED``.
+    Sorted, relative to nothing: absolute paths under ``root``.
+    """
+    seen: set[str] = set()
+    todo = [module]
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        parts = name.split(".")
+        parents = [".".join(parts[:i]) for i in range(1, len(parts))]
+        todo += [p for p in parents if p not in _NOT_FOLLOWED]
+        if name in _NOT_FOLLOWED and name != module:
+            continue
+        file = _module_file(root, name)
+        if file is not None:
+            todo += _imported_modules(file.read_text(), package, root)
+    files = {
+        _module_file(root, n) for n in seen if n not in _NOT_FOLLOWED or n == module
+    }
+    return sorted(f for f in files if f is not None)
+
+
+def code_version(module: str | None = None) -> str:
+    """``<lemmata version>+<hash of source files>``.
+
+    Without ``module``: every .py file of the lemmata package. With ``module``
+    (an experiment function's module): the files importing it can execute,
+    found statically (:func:`module_closure`), plus the experiments framework.
+    Stored runs made by other code are run again rather than reused; a change
+    to a module an experiment does not import leaves that experiment's runs
+    valid.
     """
     global _CODE_VERSION
-    if _CODE_VERSION is None:
-        import lemmata
+    import lemmata
 
-        root = Path(lemmata.__file__).parent
-        digest = hashlib.sha256()
-        for path in sorted(root.rglob("*.py")):
-            digest.update(str(path.relative_to(root)).encode())
-            digest.update(path.read_bytes())
-        _CODE_VERSION = f"{lemmata.__version__}+{digest.hexdigest()[:12]}"
-    return _CODE_VERSION
+    root = Path(lemmata.__file__).parent
+    if module is None:
+        if _CODE_VERSION is None:
+            _CODE_VERSION = _digest(root, sorted(root.rglob("*.py")))
+        return _CODE_VERSION
+    if module not in _MODULE_VERSIONS:
+        files = set(module_closure(module, root))
+        files |= set(module_closure("lemmata.experiments", root))
+        _MODULE_VERSIONS[module] = _digest(root, sorted(files))
+    return _MODULE_VERSIONS[module]
+
+
+def _digest(root: Path, files: list[Path]) -> str:
+    import lemmata
+
+    digest = hashlib.sha256()
+    for path in files:
+        digest.update(str(path.relative_to(root)).encode())
+        digest.update(path.read_bytes())
+    return f"{lemmata.__version__}+{digest.hexdigest()[:12]}"
 
 
 @dataclass
