@@ -206,7 +206,12 @@ def test_report_shows_checks_and_figures(tmp_path):
     assert "PASS (3/3 seeds)" in text
     assert "FAIL" in text
     assert "histogram.png" in page.read_text()
+    # The 3-seed group embeds seed 0's figure and links the other two seeds'.
     group = [r for r in store.runs() if r.record["group"] == specs[0].group]
+    other = sorted(str(r.figures["histogram"].relative_to(tmp_path)) for r in group)
+    assert "Figures of the other seeds: seed 1: [histogram](" in text
+    assert sum(path in text for path in other) == 3
+    assert "Figures of the other seeds: seed 1: <a href=" in page.read_text()
     errors = [r.record["metrics"]["error/abs"] for r in group]
     assert f"{np.mean(errors):.4g} ± {np.std(errors, ddof=1):.4g}" in text
 

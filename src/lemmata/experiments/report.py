@@ -2,8 +2,9 @@
 
 Per experiment and setting (scale and config): the claim and paper, the
 config, each metric's mean and spread over seeds, each check with its
-threshold and verdict over seeds, and the figures of the first seed. The
-report reads only the store, so it can be rendered again at any time.
+threshold and verdict over seeds, the figures of the first seed and links to
+those of the other seeds. The report reads only the store, so it can be
+rendered again at any time.
 """
 
 from __future__ import annotations
@@ -152,6 +153,14 @@ def _markdown(secs: list[Section], root: Path) -> str:
         lines += ["", f"Setting: {config}; root seed {rec['root_seed']}.", ""]
         for name, path in s.runs[0].figures.items():
             lines.append(f"![{name}]({_rel(path, root)})")
+        others = [
+            f"seed {r.seed_index}: "
+            + ", ".join(f"[{n}]({_rel(p, root)})" for n, p in r.figures.items())
+            for r in s.runs[1:]
+            if r.figures
+        ]
+        if others:
+            lines += ["", "Figures of the other seeds: " + "; ".join(others) + "."]
     return "\n".join(lines) + "\n"
 
 
@@ -240,6 +249,17 @@ def _html(secs: list[Section], root: Path) -> str:
                 f"<figcaption>{esc(name)} (seed {s.runs[0].seed_index})</figcaption>"
                 "</figure>"
             )
+        others = [
+            f"seed {r.seed_index}: "
+            + ", ".join(
+                f"<a href='{esc(_rel(p, root))}'>{esc(n)}</a>"
+                for n, p in r.figures.items()
+            )
+            for r in s.runs[1:]
+            if r.figures
+        ]
+        if others:
+            parts.append(f"<p>Figures of the other seeds: {'; '.join(others)}.</p>")
     parts.append("</body></html>")
     return "\n".join(parts) + "\n"
 
