@@ -68,7 +68,9 @@ class MaskGRPOReproConfig:
     eval_every : int
         Updates between evaluations on the reward curve.
     released_bool : bool
-        Also train the released code's boolean-threshold variant.
+        Also train the released code's boolean-threshold variant (on by default:
+        it is what the released code trains, and it collapses to the simpler
+        candidate).
     """
 
     flip_prob: float = 0.2
@@ -89,7 +91,7 @@ class MaskGRPOReproConfig:
     seeds: int = 2
     eval_per_class: int = 64
     eval_every: int = 20
-    released_bool: bool = False
+    released_bool: bool = True
 
 
 _QUICK = MaskGRPOReproConfig()
