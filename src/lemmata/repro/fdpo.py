@@ -353,7 +353,19 @@ def _task(cfg: FDPODiffusionConfig, gen) -> _DDPM:
         raise ValueError(
             f"dataset must be one of {list(_DATASETS)}; got {cfg.dataset!r}"
         )
-    return _Toy(cfg, gen) if cfg.dataset == "mixture" else _Digits(cfg, gen)
+    if cfg.dataset == "mixture":
+        return _Toy(cfg, gen)
+    import importlib.util
+
+    missing = [
+        m for m in ("diffusers", "sklearn") if importlib.util.find_spec(m) is None
+    ]
+    if missing:
+        raise ImportError(
+            f"fdpo-diffusion on digits needs {', '.join(missing)}; install them "
+            "with pip install 'lemmata[posttrain,symbolic]'"
+        )
+    return _Digits(cfg, gen)
 
 
 def _sq_err(pred, eps):
