@@ -14,6 +14,7 @@ import toy_experiments
 from lemmata.experiments import (
     Check,
     Result,
+    RunContext,
     Store,
     expand,
     experiment,
@@ -185,8 +186,6 @@ def test_half_written_runs_are_never_read(tmp_path):
 def test_execute_matches_direct_call():
     spec = expand([get("toy-mean")], "quick", seeds=1)[0]
     payload = execute(spec)
-    from lemmata.experiments import RunContext
-
     ctx = RunContext("toy-mean", "quick", 0, spec.seed_sequence())
     direct = toy_experiments.toy_mean(spec.config, ctx)
     assert payload["record"]["metrics"] == direct.metrics
@@ -303,3 +302,32 @@ def test_code_version_is_per_experiment_module():
     soco, fdpo = code_version("lemmata.repro.soco"), code_version("lemmata.repro.fdpo")
     assert len({whole, soco, fdpo}) == 3
     assert code_version("lemmata.repro.soco") == soco
+
+
+def test_runs_get_a_cache_folder_that_readers_ignore(tmp_path):
+    store = Store(tmp_path)
+    (outcome,) = run(expand([get("toy-cache")], "quick"), store)
+    assert outcome.stored.record["metrics"]["cached"] == 1.0
+    files = list((tmp_path / ".cache" / "toy-cache").iterdir())
+    assert len(files) == 1 and files[0].name.startswith("artefact-")
+    assert [r.experiment for r in store.runs()] == ["toy-cache"]
+    # A direct call has no cache folder.
+    exp = get("toy-cache")
+    ctx = RunContext("toy-cache", "quick", 0, np.random.SeedSequence(0))
+    assert exp.fn(exp.presets["quick"], ctx).metrics["cached"] == 0.0
+
+
+def test_derived_seed_depends_only_on_root_index_name_and_key():
+    def seed(root=0, index=0, name="part", key=None, sequence=0):
+        ctx = RunContext(
+            "toy-mean", "quick", index, np.random.SeedSequence(sequence), None, root
+        )
+        return ctx.derived_seed(name, key or {"a": 1})
+
+    base = seed()
+    assert seed(sequence=99) == base  # the run's own stream does not enter
+    assert 0 <= base < 2**63
+    assert (
+        len({base, seed(root=1), seed(index=1), seed(name="x"), seed(key={"a": 2})})
+        == 5
+    )

@@ -2,7 +2,8 @@
 
 ``toy-mean`` estimates the mean of N(mu, 1) from the run's generator: its
 checks pass or fail depending on the config, so both exit codes can be tested.
-``toy-raises`` raises inside the run.
+``toy-raises`` raises inside the run. ``toy-cache`` writes one file through
+``ctx.cache_file``.
 """
 
 from dataclasses import dataclass
@@ -66,6 +67,22 @@ class RaiseConfig:
 )
 def toy_raises(cfg: RaiseConfig, ctx: RunContext) -> Result:
     raise RuntimeError(cfg.message)
+
+
+@experiment(
+    name="toy-cache",
+    paper="0000.00000",
+    claim="Nothing; it writes one cache file.",
+    config=RaiseConfig,
+    quick=RaiseConfig(),
+    full=RaiseConfig(),
+)
+def toy_cache(cfg: RaiseConfig, ctx: RunContext) -> Result:
+    path = ctx.cache_file("artefact", {"message": cfg.message})
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(cfg.message)
+    return Result(metrics={"cached": float(path is not None)})
 
 
 def draw(ctx: RunContext) -> np.ndarray:

@@ -177,10 +177,11 @@ FIGURES = {
 }
 
 
-def _run(name, seed=0):
+def _run(name, seed=0, cache_dir=None):
     exp = get(name)
     cfg = dataclasses.replace(exp.presets["quick"], **TINY[name])
-    return exp.fn(cfg, RunContext(name, "quick", 0, np.random.SeedSequence(seed)))
+    ctx = RunContext(name, "quick", 0, np.random.SeedSequence(seed), cache_dir)
+    return exp.fn(cfg, ctx)
 
 
 def _assert_sane(name, res):
@@ -340,3 +341,26 @@ def test_mask_grpo_equal_rewards_with_zero_spread_do_not_pass():
     assert not checks[
         "min over paper candidates of (reward - AR reward) / seed std"
     ].passed
+
+
+def test_kv_lock_cached_dit_gives_the_same_numbers(tmp_path):
+    # First run trains and stores the DiT; the second loads it. Both, and a run
+    # without a cache, must give identical results.
+    plain = _run("kv-lock")
+    first = _run("kv-lock", cache_dir=tmp_path)
+    files = sorted(p.name for p in tmp_path.iterdir())
+    assert len(files) == 1 and files[0].startswith("dit-") and files[0].endswith(".pt")
+    stamp = (tmp_path / files[0]).stat().st_mtime_ns
+    second = _run("kv-lock", cache_dir=tmp_path)
+    assert (tmp_path / files[0]).stat().st_mtime_ns == stamp  # loaded, not rewritten
+    # Another edit setting (not a training field) reuses the same DiT.
+    exp = get("kv-lock")
+    cfg = dataclasses.replace(exp.presets["quick"], **{**TINY["kv-lock"], "edits": 3})
+    ctx = RunContext("kv-lock", "quick", 0, np.random.SeedSequence(0), tmp_path)
+    exp.fn(cfg, ctx)
+    assert sorted(p.name for p in tmp_path.iterdir()) == files
+    for res in (first, second):
+        assert res.series == plain.series
+        for key, value in plain.metrics.items():
+            other = res.metrics[key]
+            assert other == value or (math.isnan(other) and math.isnan(value)), key

@@ -9,11 +9,13 @@ themselves here on import.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import math
 import operator
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -94,6 +96,10 @@ class Result:
     series: dict[str, list[float]] = field(default_factory=dict)
 
 
+def _hash32(text: str) -> int:
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "little")
+
+
 @dataclass
 class RunContext:
     """Where a run is: its experiment, scale, seed index and random streams.
@@ -106,6 +112,39 @@ class RunContext:
     scale: str
     seed_index: int
     seed_sequence: np.random.SeedSequence
+    cache_dir: Path | None = None
+    root_seed: int = 0
+
+    def derived_seed(self, name: str, key: Mapping[str, Any]) -> int:
+        """A 63-bit seed for one part of the run (say, training a base model)
+        that depends only on the root seed, the seed index, ``name`` and
+        ``key`` (the config fields that part reads), not on the rest of the
+        config: changing an evaluation setting leaves that part's draws alone.
+        """
+        from lemmata.experiments.store import config_hash
+
+        words = [
+            self.root_seed,
+            _hash32(f"{self.experiment}/{name}"),
+            _hash32(config_hash(dict(key))),
+        ]
+        seq = np.random.SeedSequence(words, spawn_key=(self.seed_index,))
+        return int(seq.generate_state(2, np.uint64)[0] >> np.uint64(1))
+
+    def cache_file(self, name: str, key: Mapping[str, Any]) -> Path | None:
+        """Where to keep an artefact that is costly to rebuild (a trained base
+        model), under the results folder's hidden ``.cache/<experiment>/``.
+
+        ``key`` must name everything the artefact depends on (the config fields
+        and seed it is built from, a hash of the code that builds it); the file
+        name hashes it. None when the run has no cache folder (a direct call).
+        Delete the folder to rebuild everything.
+        """
+        if self.cache_dir is None:
+            return None
+        from lemmata.experiments.store import config_hash
+
+        return Path(self.cache_dir) / f"{name}-{config_hash(dict(key))}.pt"
 
     @property
     def rng(self) -> np.random.Generator:

@@ -9,7 +9,7 @@ result made by the same config and code version are skipped.
 
 from __future__ import annotations
 
-import hashlib
+import dataclasses
 import io
 import logging
 import math
@@ -22,11 +22,18 @@ from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from multiprocessing import get_context
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from lemmata.experiments.registry import Check, Experiment, Result, RunContext
+from lemmata.experiments.registry import (
+    Check,
+    Experiment,
+    Result,
+    RunContext,
+    _hash32,
+)
 from lemmata.experiments.store import Store, StoredRun, code_version, config_hash
 
 __all__ = ["RunOutcome", "RunSpec", "expand", "run", "summary_records"]
@@ -46,6 +53,7 @@ class RunSpec:
     config: Any
     seed_index: int
     root_seed: int = 0
+    cache_dir: str | None = None  # set by run(): <results>/.cache/<experiment>
 
     @property
     def config_dict(self) -> dict[str, Any]:
@@ -80,10 +88,6 @@ class RunOutcome:
     resumed: bool = False
 
 
-def _hash32(text: str) -> int:
-    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "little")
-
-
 def expand(
     experiments: Iterable[Experiment],
     scale: str,
@@ -111,7 +115,14 @@ def execute(spec: RunSpec) -> dict[str, Any]:
     from threadpoolctl import threadpool_limits
 
     exp = spec.experiment
-    ctx = RunContext(exp.name, spec.scale, spec.seed_index, spec.seed_sequence())
+    ctx = RunContext(
+        exp.name,
+        spec.scale,
+        spec.seed_index,
+        spec.seed_sequence(),
+        Path(spec.cache_dir) if spec.cache_dir else None,
+        spec.root_seed,
+    )
     started = time.time()
     try:
         with threadpool_limits(limits=1):
@@ -205,12 +216,18 @@ def run(
         else:
             pending.append(i)
 
+    todo = [
+        dataclasses.replace(
+            specs[i], cache_dir=str(store.root / ".cache" / specs[i].experiment.name)
+        )
+        for i in pending
+    ]
     if backend == "ray":
-        results = _ray_results([specs[i] for i in pending], jobs, address)
+        results = _ray_results(todo, jobs, address)
     elif jobs == 1 or len(pending) <= 1:
-        results = ((k, execute(specs[i])) for k, i in enumerate(pending))
+        results = ((k, execute(spec)) for k, spec in enumerate(todo))
     else:
-        results = _pool_results([specs[i] for i in pending], jobs)
+        results = _pool_results(todo, jobs)
 
     for k, payload in results:
         i = pending[k]

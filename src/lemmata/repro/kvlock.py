@@ -13,8 +13,10 @@ foreground.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
+import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -51,7 +53,9 @@ class KVLockConfig:
     dim, depth, heads : int
         DiT width, blocks and attention heads; patch is (1, 2, 2).
     train_steps, batch_size : int
-        Rectified-flow training of the DiT (trained once per run).
+        Rectified-flow training of the DiT: once per run, shared by every
+        variant, and kept in ``<results>/.cache/kv-lock/`` so that a run with the
+        same training fields and seed (say, other edit settings) loads it.
     lr : float
         AdamW step size of the DiT.
     label_dropout : float
@@ -287,10 +291,14 @@ def _build_dit(cfg, tokens_shape):
     return TinyVideoDiT()
 
 
+def _new_dit(cfg):
+    lat_hw = cfg.size // cfg.spatial_stride
+    return _build_dit(cfg, (1 + (cfg.frames - 1) // 2, lat_hw, lat_hw))
+
+
 def _train_dit(cfg, rng, torch):
     stride = cfg.spatial_stride
-    lat_hw = cfg.size // stride
-    model = _build_dit(cfg, (1 + (cfg.frames - 1) // 2, lat_hw, lat_hw))
+    model = _new_dit(cfg)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
     sched = torch.optim.lr_scheduler.OneCycleLR(
         opt, max_lr=cfg.lr, total_steps=cfg.train_steps, pct_start=0.05
@@ -318,6 +326,61 @@ def _train_dit(cfg, rng, torch):
     model.eval()
     for p in model.parameters():
         p.requires_grad_(False)
+    return model, losses
+
+
+# What the trained DiT depends on: these config fields, the run's seed and the
+# code of these functions (and the versions of torch and lemmata).
+_DIT_FIELDS = ("frames", "size", "spatial_stride", "dim", "depth", "heads",
+               "train_steps", "batch_size", "lr", "label_dropout")  # fmt: skip
+
+
+def _dit_code() -> str:
+    import inspect
+
+    funcs = (_sprites, _background, _shape, _paint, _dilate, _make_videos,
+             _encode, torch_cat, _build_dit, _new_dit, _train_dit)  # fmt: skip
+    text = "".join(inspect.getsource(f) for f in funcs)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _trained_dit(cfg, ctx, torch):
+    """The toy DiT, trained once and kept in the results folder's cache.
+
+    Training draws from its own streams (numpy and torch), seeded from the root
+    seed, the seed index and the training fields only, so the same DiT serves
+    every edit setting, and loading it leaves every later draw of the run
+    exactly as training would: the numbers do not depend on the cache.
+    """
+    import lemmata
+
+    fields = {f: getattr(cfg, f) for f in _DIT_FIELDS}
+    seed = ctx.derived_seed("dit", fields)  # the same DiT for any edit setting
+    key = {
+        "fields": fields,
+        "seed": seed,
+        "code": _dit_code(),
+        "torch": torch.__version__,
+        "lemmata": lemmata.__version__,
+    }
+    path = ctx.cache_file("dit", key)
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        if path is not None and path.exists():
+            model = _new_dit(cfg)
+            state = torch.load(path, weights_only=True)
+            model.load_state_dict(state["model"])
+            model.eval().requires_grad_(False)
+            losses = [float(x) for x in state["losses"]]
+            logger.info("kv-lock: DiT loaded from %s", path)
+        else:
+            rng = np.random.default_rng(seed)
+            model, losses = _train_dit(cfg, rng, torch)
+            if path is not None:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
+                torch.save({"model": model.state_dict(), "losses": losses}, tmp)
+                os.replace(tmp, path)  # atomic: never a half-written model
     return model, losses
 
 
@@ -471,14 +534,15 @@ def _param_hash(model):
     requires=("torch", "diffusers"),
 )
 def kv_lock(cfg: KVLockConfig, ctx: RunContext) -> Result:
-    """Train the toy DiT once, run every variant on the same edits, check."""
+    """Train the toy DiT once (or load it from the cache), run every variant on
+    the same edits, check."""
     import torch
 
     from lemmata.nn._kvlock import KVLockSchedule, install_kv_lock
 
     ctx.seed_torch()
     rng = ctx.rng
-    model, losses = _train_dit(cfg, rng, torch)
+    model, losses = _trained_dit(cfg, ctx, torch)
     classifier = _train_classifier(cfg, rng, torch)
     hash_before = _param_hash(model)
     ctrl = install_kv_lock(model)
