@@ -265,6 +265,13 @@ def test_ddpm_elbo_scale_closed_form():
 
 
 _X = torch.zeros(4)
+_GOOD_PAIR_ARGS = {
+    "policy_chosen_logps": _X,
+    "policy_rejected_logps": _X,
+    "ref_chosen_logps": _X,
+    "ref_rejected_logps": _X,
+    "beta": 0.1,
+}
 
 BAD_PREFERENCE = [
     ({"beta": 0.0}, ValueError, r"beta must be > 0 and finite; got 0\.0"),
@@ -314,14 +321,7 @@ BAD_PREFERENCE = [
 
 @pytest.mark.parametrize(("kwargs", "exc", "pattern"), BAD_PREFERENCE)
 def test_preference_loss_bad_inputs(kwargs, exc, pattern):
-    args = {
-        "policy_chosen_logps": _X,
-        "policy_rejected_logps": _X,
-        "ref_chosen_logps": _X,
-        "ref_rejected_logps": _X,
-        "beta": 0.1,
-    }
-    args.update(kwargs)
+    args = {**_GOOD_PAIR_ARGS, **kwargs}
     with pytest.raises(exc, match=pattern):
         preference_loss(**args)
 
@@ -353,14 +353,7 @@ BAD_MIO = [
 
 @pytest.mark.parametrize(("kwargs", "exc", "pattern"), BAD_MIO)
 def test_mio_loss_bad_inputs(kwargs, exc, pattern):
-    args = {
-        "policy_chosen_logps": _X,
-        "policy_rejected_logps": _X,
-        "ref_chosen_logps": _X,
-        "ref_rejected_logps": _X,
-        "beta": 0.1,
-    }
-    args.update(kwargs)
+    args = {**_GOOD_PAIR_ARGS, **kwargs}
     with pytest.raises(exc, match=pattern):
         mio_loss(**args)
 

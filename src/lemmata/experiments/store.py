@@ -76,7 +76,7 @@ def module_closure(module: str, root: Path, package: str = "lemmata") -> list[Pa
 
     The module, every ``package`` module it imports (transitively), and the
     ``__init__`` of every package on the way, except those in ``_NOT_FOLLOWED``.
-    Sorted, relative to nothing: absolute paths under ``root``.
+    Returns sorted absolute paths under ``root``.
     """
     seen: set[str] = set()
     todo = [module]
@@ -113,7 +113,9 @@ def code_version(module: str | None = None) -> str:
     import lemmata
 
     root = Path(lemmata.__file__).parent
-    if module is None:
+    if module is None or not module.startswith("lemmata."):
+        # Modules outside the package (tests' toy experiments) cannot be traced
+        # here: fall back to the whole package.
         if _CODE_VERSION is None:
             _CODE_VERSION = _digest(root, sorted(root.rglob("*.py")))
         return _CODE_VERSION

@@ -205,14 +205,15 @@ def _one_repeat(
         for m in _METHODS
     }
     steps = oris.sim_steps_
-    # Unnormalised weights (density-ratio estimates) so that the two curves of the
-    # figure share one scale; training uses the mean-1 normalised ones.
-    w_gan = oris.gan_.weights(
-        oris.sim_data_.observations, w_max=cfg.w_max, normalize=False
-    )
-    w_def = oris.gan_.weights(
-        default_data.observations, w_max=cfg.w_max, normalize=False
-    )
+    # The pipeline's weights, unnormalised (density-ratio estimates), so that the
+    # two curves of the figure share one scale; training uses mean-1 weights.
+    oc = oris.config
+
+    def raw_weights(data):
+        at = data.observations if oc.weight_on == "state" else data.next_observations
+        return oris.gan_.weights(at, w_max=oc.w_max, w_min=oc.w_min, normalize=False)
+
+    w_gan, w_def = raw_weights(oris.sim_data_), raw_weights(default_data)
     diag = {
         "behaviour": float(behaviour_returns.mean()),
         "invalid_rate": oris.invalid_rate_,
