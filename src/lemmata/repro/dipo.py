@@ -170,15 +170,7 @@ class _Backend:
         from lemmata.posttrain._models import tiny_causal_lm
 
         if self._base is not None:
-            from peft import LoraConfig, get_peft_model
-
-            lora = LoraConfig(
-                r=self.cfg.lora_rank,
-                lora_alpha=2 * self.cfg.lora_rank,
-                target_modules="all-linear",
-                task_type="CAUSAL_LM",
-            )
-            return get_peft_model(copy.deepcopy(self._base), lora).to(self.device)
+            return self._with_lora(copy.deepcopy(self._base)).to(self.device)
         ids = {"bos_token_id": 1, "eos_token_id": 1, "pad_token_id": 0}
         return tiny_causal_lm(
             len(self.tokenizer),
@@ -222,20 +214,23 @@ class _Backend:
             model = model.merge_and_unload()
         return model.eval()
 
+    def _with_lora(self, model: Any) -> Any:
+        from peft import LoraConfig, get_peft_model
+
+        lora = LoraConfig(
+            r=self.cfg.lora_rank,
+            lora_alpha=2 * self.cfg.lora_rank,
+            target_modules="all-linear",
+            task_type="CAUSAL_LM",
+        )
+        return get_peft_model(model, lora)
+
     def for_unlearning(self, finetuned: Any) -> Any:
         import copy
 
         model = copy.deepcopy(finetuned)
         if self._base is not None:
-            from peft import LoraConfig, get_peft_model
-
-            lora = LoraConfig(
-                r=self.cfg.lora_rank,
-                lora_alpha=2 * self.cfg.lora_rank,
-                target_modules="all-linear",
-                task_type="CAUSAL_LM",
-            )
-            model = get_peft_model(model, lora)
+            model = self._with_lora(model)
         return model
 
 
