@@ -53,5 +53,9 @@ def run(rank: int, world_size: int, port: int, out_dir: str) -> None:
         train(net, parts=world_size, rank=rank)
         weights = [w.detach().clone() for w in net.module.parameters()]
         torch.save(weights, os.path.join(out_dir, f"rank{rank}.pt"))
+        # Both ranks done talking before either tears gloo down: without it a
+        # rank that exits first can abort the other ("terminate called without
+        # an active exception", seen once in CI).
+        dist.barrier()
     finally:
         dist.destroy_process_group()
